@@ -1,0 +1,153 @@
+"""Hugging Face transformers in process, with the full logits of every generated token."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from minime.backends._stops import StopStringFilter
+from minime.backends.base import (
+    ChatBackend,
+    Delta,
+    Message,
+    SamplingParams,
+    TokenLogprobs,
+    TopLogprob,
+    Usage,
+)
+from minime.errors import BackendError
+
+
+class HFBackend(ChatBackend):
+    """A transformers causal LM; `keep_logits` adds each step's full logits to the deltas.
+
+    The decode loop is written here rather than calling `generate()`: `generate` hands out
+    raw logits only once it has finished, while streaming and full-logit distillation need
+    each step's logits as it is produced.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        chat_template: str | None = None,
+        keep_logits: bool = False,
+        dtype: str = "float32",
+        name: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = name or str(path)
+        self.keep_logits = keep_logits
+        self._torch = torch
+        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        if chat_template:
+            self._tokenizer.chat_template = chat_template
+        if not self._tokenizer.chat_template:
+            raise BackendError(f"{path}: the tokenizer has no chat template")
+        self._model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        self._model.eval()
+        self._stop_ids = _end_of_turn_ids(self._model, self._tokenizer)
+        self._lock = threading.Lock()
+
+    def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """Token ids of the chat prompt that ends where the assistant's answer begins."""
+        encoded = self._tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    def stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
+        """Generate an answer token by token (see ChatBackend.stream)."""
+        torch = self._torch
+        from transformers import DynamicCache
+
+        prompt = self.prompt_tokens(messages)
+        generator = torch.Generator().manual_seed(params.seed or 0)
+        stops = StopStringFilter(params.stop)
+        generated: list[int] = []
+        emitted = ""
+        finish_reason = "length"
+        with self._lock, torch.inference_mode():
+            cache = DynamicCache()
+            inputs = torch.tensor([prompt])
+            for _ in range(params.max_tokens):
+                logits = self._model(input_ids=inputs, past_key_values=cache, use_cache=True)
+                step_logits = logits.logits[0, -1].float()
+                token = _sample(step_logits, params, generator)
+                if token in self._stop_ids:
+                    finish_reason = "stop"
+                    break
+                generated.append(token)
+                # Decode the whole answer each step so multi-token characters come out whole.
+                full = self._tokenizer.decode(generated, skip_special_tokens=True)
+                new_text = full[len(emitted) :] if not full.endswith("\ufffd") else ""
+                emitted += new_text
+                logprobs = torch.log_softmax(step_logits, dim=-1)
+                text = stops.feed(new_text)
+                yield Delta(
+                    text=text,
+                    tokens=(self._token_info(token, logprobs, params.logprobs),),
+                    logits=step_logits.numpy().copy() if self.keep_logits else None,
+                )
+                if stops.stopped:
+                    finish_reason = "stop"
+                    break
+                inputs = torch.tensor([[token]])
+        tail = "" if stops.stopped else stops.flush()
+        yield Delta(
+            text=tail,
+            finish_reason=finish_reason,
+            usage=Usage(len(prompt), len(generated)),
+        )
+
+    def _token_info(self, token: int, logprobs, k: int) -> TokenLogprobs:
+        top = ()
+        if k:
+            values, ids = self._torch.topk(logprobs, k)
+            top = tuple(
+                TopLogprob(self._tokenizer.decode([int(i)]), float(v), int(i))
+                for v, i in zip(values, ids, strict=True)
+            )
+        return TokenLogprobs(self._tokenizer.decode([token]), float(logprobs[token]), token, top)
+
+
+def _sample(logits, params: SamplingParams, generator) -> int:
+    """Pick the next token with transformers' own temperature/top-k/top-p warpers."""
+    import torch
+    from transformers import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(params.temperature)])
+    if params.top_k:
+        warpers.append(TopKLogitsWarper(params.top_k))
+    if params.top_p < 1:
+        warpers.append(TopPLogitsWarper(params.top_p))
+    scores = warpers(None, logits[None, :])
+    probs = torch.softmax(scores, dim=-1)
+    return int(torch.multinomial(probs[0], 1, generator=generator))
+
+
+def _end_of_turn_ids(model, tokenizer) -> set[int]:
+    """Every id that ends an assistant turn: the EOS ids of the generation config and tokenizer."""
+    ids: set[int] = set()
+    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(source)
+    for marker in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>"):
+        token_id = tokenizer.convert_tokens_to_ids(marker)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    if not ids:
+        raise BackendError(f"{tokenizer.name_or_path}: no EOS token id: the model could not stop")
+    return ids

@@ -1,0 +1,172 @@
+"""llama.cpp in process, through llama-cpp-python."""
+
+from __future__ import annotations
+
+import codecs
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from minime.backends._stops import StopStringFilter
+from minime.backends.base import (
+    ChatBackend,
+    Delta,
+    Message,
+    SamplingParams,
+    TokenLogprobs,
+    TopLogprob,
+    Usage,
+)
+from minime.errors import BackendError
+
+
+class LlamaCppBackend(ChatBackend):
+    """A GGUF model run by llama.cpp, with the KV cache of a shared prompt prefix reused.
+
+    Consecutive requests that share a prefix (the system prompt with the profile) only
+    evaluate the tokens after it: llama-cpp-python's `generate` keeps the KV cache of the
+    longest common prefix with the previous call.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        chat_template: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.name = name or str(path)
+        try:
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                seed=seed,
+                verbose=False,
+            )
+        except ValueError as exc:
+            raise BackendError(f"{path}: llama.cpp could not load this GGUF: {exc}") from exc
+        template = chat_template or self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise BackendError(
+                f"{path}: the GGUF has no chat template (tokenizer.chat_template); "
+                "use an instruct model or one exported by minime"
+            )
+        vocab = self._llm._model
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.token_get_text(self._llm.token_eos()),
+            bos_token=vocab.token_get_text(self._llm.token_bos()),
+        )
+        self._lock = threading.Lock()
+
+    @property
+    def n_ctx(self) -> int:
+        """The context window in tokens."""
+        return self._llm.n_ctx()
+
+    def prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """Token ids of the chat prompt that ends where the assistant's answer begins."""
+        try:
+            prompt = self._formatter(messages=messages).prompt
+        except Exception as exc:  # jinja2 raises many types, all mean a bad conversation
+            raise BackendError(f"{self.name}: chat template rejected the messages: {exc}") from exc
+        # The template writes any BOS itself, so the tokenizer must not add a second one.
+        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
+        """Generate an answer token by token (see ChatBackend.stream)."""
+        import llama_cpp
+
+        prompt = self.prompt_tokens(messages)
+        room = self.n_ctx - len(prompt)
+        if room < 1:
+            raise BackendError(
+                f"{self.name}: the prompt has {len(prompt)} tokens, more than the context "
+                f"window of {self.n_ctx}; raise chat.n_ctx or shorten the profile"
+            )
+        max_tokens = min(params.max_tokens, room)
+        vocab = self._llm._model.vocab
+        with self._lock:
+            cached = self._cached_prefix(prompt)
+            if params.seed is not None:
+                self._llm.set_seed(params.seed)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            stops = StopStringFilter(params.stop)
+            generated: list[int] = []
+            finish_reason = "length"
+            for token in self._llm.generate(
+                prompt,
+                temp=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                min_p=0.0,
+                repeat_penalty=1.0,
+            ):
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish_reason = "stop"
+                    break
+                piece = self._llm.detokenize([token], prev_tokens=prompt + generated)
+                generated.append(token)
+                info = self._token_logprobs(token, piece, params.logprobs)
+                text = stops.feed(decoder.decode(piece))
+                if stops.stopped:
+                    finish_reason = "stop"
+                    yield Delta(text=text, tokens=info)
+                    break
+                yield Delta(text=text, tokens=info)
+                if len(generated) >= max_tokens:
+                    break
+            tail = ""
+            if not stops.stopped:
+                tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+            usage = Usage(len(prompt), len(generated), cached)
+            yield Delta(text=tail, finish_reason=finish_reason, usage=usage)
+
+    def _cached_prefix(self, prompt: list[int]) -> int:
+        """How many prompt tokens `generate` will take from the KV cache (as it computes it)."""
+        common = 0
+        for cached, new in zip(self._llm._input_ids, prompt, strict=False):
+            if cached != new:
+                break
+            common += 1
+        # generate re-evaluates one token when the whole prompt is cached, to refresh logits.
+        return common - 1 if common == len(prompt) and common > 0 else common
+
+    def _token_logprobs(self, token: int, piece: bytes, k: int) -> tuple[TokenLogprobs, ...]:
+        """Log-probabilities of the sampled token and the top k, from the raw logits.
+
+        Read from the context's last logits row (temperature 1, before any sampler):
+        llama-cpp-python only exposes log-probs with logits_all=True, which keeps a
+        vocabulary-sized row for every prompt token, and gives no token ids.
+        """
+        if k == 0:
+            return (TokenLogprobs(piece.decode("utf-8", errors="replace"), 0.0, token),)
+        n_vocab = self._llm.n_vocab()
+        logits = np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        top_ids = np.argpartition(-logprobs, k)[:k]
+        top_ids = top_ids[np.argsort(-logprobs[top_ids])]
+        top = tuple(TopLogprob(self._piece(int(i)), float(logprobs[i]), int(i)) for i in top_ids)
+        return (
+            TokenLogprobs(
+                piece.decode("utf-8", errors="replace"), float(logprobs[token]), token, top
+            ),
+        )
+
+    def _piece(self, token: int) -> str:
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        """Free the model."""
+        self._llm.close()

@@ -1,0 +1,177 @@
+"""The `minime` command: a thin layer that parses options and calls one stage function."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from minime.errors import MinimeError
+
+app = typer.Typer(
+    help="Turn what a person writes about themselves into a tiny chat assistant.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable)
+
+ProjectDir = Annotated[Path, typer.Argument(help="Persona project folder.")]
+
+
+def _user_errors(command: F) -> F:
+    """Show a MinimeError as one line and exit 1; any other exception is a bug and keeps its
+    traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MinimeError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@_user_errors
+def init(
+    directory: ProjectDir,
+    name: Annotated[str, typer.Option(help="The person's name.")] = "Your Name",
+) -> None:
+    """Write a starter persona project (profile.md, minime.yaml, prompts.txt)."""
+    from minime.project import init_project
+
+    written = init_project(directory, name)
+    for path in written:
+        console.print(f"wrote {path}")
+    if not written:
+        console.print(f"{directory} already has a project; nothing written")
+
+
+@app.command()
+@_user_errors
+def models() -> None:
+    """List the bundled models and whether their weights are installed."""
+    from minime.registry import model_statuses
+
+    table = Table("name", "kind", "description", "status")
+    statuses = model_statuses()
+    for status in statuses:
+        state = f"[green]{status.path}[/]" if status.path else f"[red]{status.problem}[/]"
+        table.add_row(status.model.name, status.model.kind, status.model.description, state)
+    console.print(table)
+    console.print(
+        "Any .gguf path, Hugging Face model folder, or openai:MODEL@BASE_URL[#KEY_ENV] "
+        "works wherever a model is named.",
+        markup=False,
+    )
+    if any(status.path is None for status in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def chat(
+    directory: ProjectDir,
+    questions: Annotated[
+        list[str] | None, typer.Argument(help="Questions to answer; none: interactive.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model spec; default: models.chat.")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Longest answer, in tokens.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    stats: Annotated[bool, typer.Option(help="Print token counts and speed.")] = False,
+) -> None:
+    """Answer questions about the person, with the profile in a model's prompt."""
+    from minime.chat import open_chat
+    from minime.project import Project
+
+    project = Project.open(directory)
+    assistant = open_chat(project, model)
+    updates = {"max_tokens": max_tokens, "temperature": temperature}
+    assistant.params = assistant.params.model_copy(
+        update={k: v for k, v in updates.items() if v is not None}
+    )
+    with assistant.backend:
+        if questions:
+            for question in questions:
+                console.print(f"[bold]Q:[/] {question}", highlight=False)
+                _print_answer(assistant, question, [], stats)
+        else:
+            _interactive(assistant, stats)
+
+
+def _print_answer(assistant, question: str, history: list, stats: bool) -> str:
+    start = time.perf_counter()
+    first = None
+    parts = []
+    usage = None
+    console.print("[bold]A:[/] ", end="")
+    for delta in assistant.stream(question, history):
+        if delta.text:
+            first = first or time.perf_counter()
+            parts.append(delta.text)
+            console.print(delta.text, end="", markup=False, highlight=False, soft_wrap=True)
+        usage = delta.usage or usage
+    console.print()
+    if stats and usage:
+        end = time.perf_counter()
+        ttft = (first or end) - start
+        speed = (usage.completion_tokens - 1) / (end - first) if first and end > first else 0.0
+        console.print(
+            f"[dim]{usage.prompt_tokens} prompt tokens ({usage.cached_tokens} cached), "
+            f"{usage.completion_tokens} answer tokens, first token {ttft:.2f}s, "
+            f"{speed:.1f} tokens/s[/]"
+        )
+    return "".join(parts)
+
+
+def _interactive(assistant, stats: bool) -> None:
+    console.print(
+        f"Ask about {assistant.project.name}; an empty line or Ctrl-D ends.", highlight=False
+    )
+    history: list[dict[str, str]] = []
+    while True:
+        try:
+            question = console.input("[bold]Q:[/] ").strip()
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if not question:
+            return
+        answer = _print_answer(assistant, question, history, stats)
+        history += [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]
+
+
+def _not_implemented(stage: str, issue: int) -> Callable[..., None]:
+    def command(directory: ProjectDir) -> None:
+        err_console.print(f"minime {stage}: not implemented yet (issue #{issue})")
+        raise typer.Exit(2)
+
+    command.__doc__ = f"[not implemented yet] the {stage} stage (issue #{issue})."
+    return command
+
+
+for _stage, _issue in (
+    ("data", 3),
+    ("distill", 4),
+    ("export", 5),
+    ("serve", 6),
+    ("eval", 7),
+    ("build", 7),
+):
+    app.command(_stage)(_not_implemented(_stage, _issue))

@@ -1,0 +1,128 @@
+"""The persona project's configuration: `minime.yaml`, validated by pydantic.
+
+Each stage reads its own sub-model; a missing file gives the defaults, and an unknown key
+is an error so that a typo never vanishes silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from minime.errors import ConfigError
+
+CONFIG_FILE = "minime.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelsConfig(_Section):
+    """Which model plays each role. A value is a model spec (see `minime models`)."""
+
+    chat: str = Field(
+        "qwen2.5-coder-1.5b-instruct",
+        description="Model that answers with the profile in its prompt (`minime chat`).",
+    )
+    teacher: str = Field(
+        "qwen2.5-coder-1.5b-instruct",
+        description="Model that writes the training answers, with the profile in its prompt.",
+    )
+    student: str = Field(
+        "smollm2-135m-instruct", description="Small model distilled without the profile."
+    )
+    embedder: str = Field("all-minilm-l6-v2", description="Sentence encoder for dedup.")
+    generators: list[str] = Field(
+        default_factory=lambda: ["qwen2.5-coder-1.5b-instruct"],
+        description="Models that write augmented and edge-case prompts.",
+    )
+
+
+class ChatConfig(_Section):
+    """How `minime chat` (and the profile-prompted baseline) generates."""
+
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(320, ge=1, le=8192, description="Longest answer, in tokens.")
+    n_ctx: int = Field(4096, ge=256, description="Context window for llama.cpp models.")
+    n_threads: int | None = Field(
+        None, ge=1, description="CPU threads for llama.cpp; default: all cores."
+    )
+    seed: int = Field(0, description="Sampling seed, for repeatable answers.")
+
+
+class MinimeConfig(_Section):
+    """The whole of `minime.yaml`."""
+
+    name: str | None = Field(
+        None, description="The person's name; default: the profile's first heading."
+    )
+    profile: str = Field("profile.md", description="Markdown file about the person.")
+    prompts: list[str] = Field(
+        default_factory=list,
+        description="Files of real visitor prompts (.txt, .jsonl, .csv); default: any "
+        "prompts.txt, prompts.jsonl or prompts.csv in the project.",
+    )
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
+
+
+def load_config(path: Path) -> MinimeConfig:
+    """Read and validate a `minime.yaml`; a missing file gives the defaults.
+
+    :param path: the YAML file.
+    :raises ConfigError: on a YAML syntax error or an invalid field, naming file, line and field.
+    """
+    if not path.exists():
+        return MinimeConfig()
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from exc
+    if data is None:
+        return MinimeConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return MinimeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(path, root, exc)) from exc
+
+
+def _describe_validation_error(path: Path, root: yaml.Node | None, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(map(str, error["loc"])) or "(top level)"
+        line = _line_of(root, error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting (check its spelling and indentation)"
+        lines.append(f"{path}:{line}: {field}: {message}")
+    return "\n".join(lines)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """The 1-based line of the deepest YAML node found on the path `loc`."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            pair = next(((k, v) for k, v in node.value if k.value == key), None)
+            if pair is None:
+                break
+            line = pair[0].start_mark.line + 1
+            node = pair[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
