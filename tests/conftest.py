@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 from minime.errors import ModelNotFoundError
 from minime.project import Project
@@ -40,6 +41,47 @@ def smollm2_backend():
     backend = LlamaCppBackend(bundled_model_path("smollm2-135m-instruct"), n_ctx=4096, n_threads=2)
     yield backend
     backend.close()
+
+
+WORDS = ["hello", "world", "mara", "works", "at", "verdant", "loop", "yes", "no", "cat"]
+SPECIAL = ["<eos>", "<unk>", "<pad>", "<system>", "<user>", "<assistant>"]
+TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<assistant> {% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny")
+    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
+    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<eos>", unk_token="<unk>", pad_token="<pad>"
+    )
+    tokenizer.chat_template = TEMPLATE
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=0,
+        pad_token_id=2,
+        bos_token_id=None,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
 
 
 @dataclass
@@ -117,3 +159,23 @@ def chat_completion_body(text: str, finish_reason: str = "stop") -> str:
             "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
         }
     )
+
+
+def sse_reply(text: str) -> Scripted:
+    """A streamed chat completion: one chunk per word, a finish reason, then [DONE]."""
+    pieces = [word + " " for word in text.split(" ")]
+    pieces[-1] = pieces[-1].rstrip()
+    events = [
+        {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        for piece in pieces
+    ]
+    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    body = "".join(
+        "data: "
+        + json.dumps(
+            {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "fake", **event}
+        )
+        + "\n\n"
+        for event in events
+    )
+    return Scripted(200, body + "data: [DONE]\n\n", headers={"Content-Type": "text/event-stream"})

@@ -6,46 +6,7 @@ import torch
 
 from minime.backends import SamplingParams, load_backend
 
-WORDS = ["hello", "world", "mara", "works", "at", "verdant", "loop", "yes", "no", "cat"]
-SPECIAL = ["<eos>", "<unk>", "<pad>", "<system>", "<user>", "<assistant>"]
-TEMPLATE = (
-    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
-    "{% if add_generation_prompt %}<assistant> {% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    path = tmp_path_factory.mktemp("tiny")
-    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
-    core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<eos>", unk_token="<unk>", pad_token="<pad>"
-    )
-    tokenizer.chat_template = TEMPLATE
-    tokenizer.save_pretrained(path)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=0,
-        pad_token_id=2,
-        bos_token_id=None,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
-
+from conftest import SPECIAL, WORDS
 
 MESSAGES = [{"role": "system", "content": "mara works"}, {"role": "user", "content": "hello"}]
 

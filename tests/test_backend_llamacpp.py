@@ -54,7 +54,8 @@ def test_shared_prefix_is_not_evaluated_twice(smollm2_backend):
 
 def test_stops_at_end_of_turn(smollm2_backend):
     params = SamplingParams(temperature=0, max_tokens=200)
-    completion = smollm2_backend.complete(ask("Reply with just the word yes."), params)
+    messages = [{"role": "user", "content": "Reply with just the word yes."}]
+    completion = smollm2_backend.complete(messages, params)
     assert completion.finish_reason == "stop"
     assert completion.usage.completion_tokens < 200
     assert "<|im_end|>" not in completion.text

@@ -7,11 +7,12 @@ import sys
 import time
 
 import pytest
-from conftest import Scripted, bundled_model_path, chat_completion_body
 
 from minime.backends import SamplingParams, load_backend
 from minime.backends.openai_http import OpenAIBackend
 from minime.errors import BackendError
+
+from conftest import Scripted, bundled_model_path, chat_completion_body
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 PARAMS = SamplingParams(temperature=0, max_tokens=8)

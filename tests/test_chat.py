@@ -116,3 +116,44 @@ def test_cli_chat_interactive(example_project):
     )
     assert result.exit_code == 0, result.output
     assert result.output.count("A:") == 2
+
+
+def test_cli_chat_with_an_openai_endpoint(scripted_server):
+    from conftest import EXAMPLE, sse_reply
+
+    scripted_server.replies = [sse_reply("Mara works at Verdant Loop.")]
+    result = CliRunner().invoke(
+        app,
+        [
+            "chat",
+            str(EXAMPLE),
+            "Where does Mara work?",
+            "--model",
+            f"openai:fake@{scripted_server.url}",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Mara works at Verdant Loop." in result.output
+    sent = scripted_server.requests[0]
+    assert sent["model"] == "fake" and sent["stream"] is True
+    assert "Profile of Mara Lindqvist" in sent["messages"][0]["content"]
+
+
+def test_cli_chat_with_a_hugging_face_folder(tiny_model_dir):
+    from conftest import EXAMPLE
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "chat",
+            str(EXAMPLE),
+            "Where does Mara work?",
+            "--model",
+            str(tiny_model_dir),
+            "--max-tokens",
+            "4",
+            "--stats",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "A:" in result.output and "answer tokens" in result.output

@@ -43,10 +43,13 @@ class TopLogprob:
 
 @dataclass(frozen=True)
 class TokenLogprobs:
-    """A generated token, its log-probability and the top-k alternatives at that step."""
+    """A generated token, its log-probability and the top-k alternatives at that step.
+
+    `logprob` is None when log-probs were not asked for (`SamplingParams.logprobs == 0`).
+    """
 
     token: str
-    logprob: float
+    logprob: float | None
     id: int | None = None
     top: tuple[TopLogprob, ...] = ()
 

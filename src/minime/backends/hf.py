@@ -104,7 +104,7 @@ class HFBackend(ChatBackend):
         )
 
     def _token_info(self, token: int, logprobs, k: int) -> TokenLogprobs:
-        top = ()
+        top: tuple[TopLogprob, ...] = ()
         if k:
             values, ids = self._torch.topk(logprobs, k)
             top = tuple(

@@ -115,7 +115,7 @@ class LlamaCppBackend(ChatBackend):
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish_reason = "stop"
                     break
-                piece = self._llm.detokenize([token], prev_tokens=prompt + generated)
+                piece = self._llm.detokenize([token])
                 generated.append(token)
                 info = self._token_logprobs(token, piece, params.logprobs)
                 text = stops.feed(decoder.decode(piece))
@@ -143,14 +143,15 @@ class LlamaCppBackend(ChatBackend):
         return common - 1 if common == len(prompt) and common > 0 else common
 
     def _token_logprobs(self, token: int, piece: bytes, k: int) -> tuple[TokenLogprobs, ...]:
-        """Log-probabilities of the sampled token and the top k, from the raw logits.
+        """Log-probability of the sampled token and the top k, from the raw logits.
 
         Read from the context's last logits row (temperature 1, before any sampler):
         llama-cpp-python only exposes log-probs with logits_all=True, which keeps a
         vocabulary-sized row for every prompt token, and gives no token ids.
         """
-        if k == 0:
-            return (TokenLogprobs(piece.decode("utf-8", errors="replace"), 0.0, token),)
+        text = piece.decode("utf-8", errors="replace")
+        if k == 0:  # a softmax over the vocabulary costs about 5% of decode speed
+            return (TokenLogprobs(text, None, token),)
         n_vocab = self._llm.n_vocab()
         logits = np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
         shifted = logits - logits.max()
@@ -158,11 +159,7 @@ class LlamaCppBackend(ChatBackend):
         top_ids = np.argpartition(-logprobs, k)[:k]
         top_ids = top_ids[np.argsort(-logprobs[top_ids])]
         top = tuple(TopLogprob(self._piece(int(i)), float(logprobs[i]), int(i)) for i in top_ids)
-        return (
-            TokenLogprobs(
-                piece.decode("utf-8", errors="replace"), float(logprobs[token]), token, top
-            ),
-        )
+        return (TokenLogprobs(text, float(logprobs[token]), token, top),)
 
     def _piece(self, token: int) -> str:
         return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
