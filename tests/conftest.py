@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minime.backends import ChatBackend, Delta, Usage
 from minime.errors import ModelNotFoundError
 from minime.project import Project
 from minime.registry import BUNDLED, bundled_path
@@ -100,6 +101,7 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.replies: list[Scripted] = []
+        self.default = Scripted(500, "no reply scripted")
         self.requests: list[dict] = []
         server = self
 
@@ -110,7 +112,7 @@ class ScriptedServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 server.requests.append(json.loads(self.rfile.read(length) or b"{}"))
-                reply = server.replies.pop(0) if server.replies else Scripted(500, "no reply")
+                reply = server.replies.pop(0) if server.replies else server.default
                 time.sleep(reply.delay)
                 if reply.drop:
                     self.close_connection = True
@@ -179,3 +181,21 @@ def sse_reply(text: str) -> Scripted:
         for event in events
     )
     return Scripted(200, body + "data: [DONE]\n\n", headers={"Content-Type": "text/event-stream"})
+
+
+class FakeTeacher(ChatBackend):
+    """Answers each question from a script: a list of answers per question, used in turn."""
+
+    name = "fake-teacher"
+
+    def __init__(self, script: dict[str, list[str]], default: str = "I don't know.") -> None:
+        self.script = {q: list(a) for q, a in script.items()}
+        self.default = default
+        self.asked: list[list[dict]] = []
+
+    def stream(self, messages, params):
+        self.asked.append(messages)
+        answers = self.script.get(messages[-1]["content"])
+        text = answers.pop(0) if answers else self.default
+        yield Delta(text=text)
+        yield Delta(text="", finish_reason="stop", usage=Usage(10, 5))

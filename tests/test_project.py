@@ -64,7 +64,7 @@ def test_cli_init(tmp_path):
     assert "name: Ada" in (tmp_path / "new" / "minime.yaml").read_text()
 
 
-@pytest.mark.parametrize("stage", ["data", "distill", "export", "serve", "eval", "build"])
+@pytest.mark.parametrize("stage", ["distill", "export", "serve", "eval", "build"])
 def test_later_stages_say_not_implemented(stage, tmp_path):
     result = CliRunner().invoke(app, [stage, str(tmp_path)])
     assert result.exit_code == 2

@@ -166,8 +166,38 @@ def _not_implemented(stage: str, issue: int) -> Callable[..., None]:
     return command
 
 
+@app.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Build the training set: [STEP] DIR, STEP one of collect, augment, edge, dedup, "
+    "respond, split; without STEP every step runs in order. Steps resume where they stopped.",
+)
+@_user_errors
+def data(
+    args: Annotated[list[str], typer.Argument(metavar="[STEP] DIR", show_default=False)],
+) -> None:
+    """Build the training set (see --help)."""
+    from minime.data import STEPS, build_dataset
+    from minime.project import Project
+
+    if len(args) == 2 and args[0] in STEPS:
+        steps, directory = (args[0],), args[1]
+    elif len(args) == 1:
+        steps, directory = STEPS, args[0]
+    else:
+        raise typer.BadParameter(f"expected [STEP] DIR with STEP one of {', '.join(STEPS)}")
+    project = Project.open(Path(directory))
+    summary = build_dataset(project, steps)
+    out = project.out_dir("data")
+    table = Table("step", "result", title=f"minime data: {project.name}")
+    for step in steps:
+        report = summary.get(step, {})
+        shown = {k: v for k, v in report.items() if isinstance(v, int | float | str)}
+        table.add_row(step, ", ".join(f"{k}={v}" for k, v in shown.items()))
+    console.print(table)
+    console.print(f"report: {out / 'report.md'}")
+
+
 for _stage, _issue in (
-    ("data", 3),
     ("distill", 4),
     ("export", 5),
     ("serve", 6),

@@ -7,7 +7,7 @@ is an error so that a typo never vanishes silently.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,6 +38,7 @@ class ModelsConfig(_Section):
     embedder: str = Field("all-minilm-l6-v2", description="Sentence encoder for dedup.")
     generators: list[str] = Field(
         default_factory=lambda: ["qwen2.5-coder-1.5b-instruct"],
+        min_length=1,
         description="Models that write augmented and edge-case prompts.",
     )
 
@@ -55,6 +56,33 @@ class ChatConfig(_Section):
     seed: int = Field(0, description="Sampling seed, for repeatable answers.")
 
 
+class DataConfig(_Section):
+    """How `minime data` builds the training set."""
+
+    paraphrases: int = Field(3, ge=0, le=20, description="LLM paraphrases per real prompt.")
+    chains: int = Field(10, ge=0, description="Chained multi-part prompts to write.")
+    questions_per_fact: int = Field(
+        12, ge=0, le=40, description="Questions asked about each profile statement."
+    )
+    edge_per_category: int = Field(
+        20, ge=0, description="Edge-case prompts per category and generator."
+    )
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(
+        default_factory=lambda: ["sv", "de", "es", "fr"],
+        description="ISO 639-1 codes (two lower-case letters) of the multilingual edge cases.",
+    )
+    dedup_threshold: float = Field(
+        0.15, ge=0, le=1, description="Cosine distance under which prompts are duplicates."
+    )
+    logprobs: int = Field(20, ge=0, le=100, description="Teacher top-k log-probs kept per token.")
+    answer_max_tokens: int = Field(200, ge=16, description="Longest teacher answer, in tokens.")
+    judge: bool = Field(
+        True, description="Also ask the teacher, as a judge, whether each answer is grounded."
+    )
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of rows for validation.")
+    seed: int = Field(0, description="Seed for sampling and splitting.")
+
+
 class MinimeConfig(_Section):
     """The whole of `minime.yaml`."""
 
@@ -69,6 +97,7 @@ class MinimeConfig(_Section):
     )
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
 
 
 def load_config(path: Path) -> MinimeConfig:

@@ -19,6 +19,7 @@ __all__ = [
     "ChatBackend",
     "Completion",
     "Delta",
+    "LazyBackend",
     "Message",
     "SamplingParams",
     "TokenLogprobs",
@@ -64,3 +65,31 @@ def load_backend(
 
         return OpenAIBackend(model.base_url, model.model, model.api_key, name=model.spec)
     raise ConfigError(f"{model.spec}: a {model.kind} model embeds text; it cannot chat")
+
+
+class LazyBackend(ChatBackend):
+    """A backend that loads its model on first use: a step with nothing left to do loads
+    nothing, and a resumed run does not pay for models it no longer needs."""
+
+    def __init__(self, spec: str, **options) -> None:
+        self.name = spec
+        self._options = options
+        self._backend: ChatBackend | None = None
+
+    def _loaded(self) -> ChatBackend:
+        if self._backend is None:
+            self._backend = load_backend(self.name, **self._options)
+        return self._backend
+
+    def stream(self, messages: list[Message], params: SamplingParams):
+        """See ChatBackend.stream."""
+        return self._loaded().stream(messages, params)
+
+    def complete(self, messages: list[Message], params: SamplingParams) -> Completion:
+        """See ChatBackend.complete."""
+        return self._loaded().complete(messages, params)
+
+    def close(self) -> None:
+        """Free the model if it was loaded."""
+        if self._backend is not None:
+            self._backend.close()

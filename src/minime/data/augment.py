@@ -1,0 +1,150 @@
+"""Step 2 of `minime data`: more phrasings of every real prompt and of every profile fact.
+
+Knowledge only gets into a small model's weights when each fact is seen in many
+phrasings, so besides paraphrasing real prompts this asks, fact by fact, for several
+distinct questions about each statement of the profile.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from minime.backends import ChatBackend
+from minime.config import DataConfig
+from minime.data.generate import Fact, ask_list, profile_facts
+from minime.data.records import PromptRecord, read_records, records_from_results
+from minime.data.tasks import run_tasks, task_key, work_file
+from minime.jsonl import write_jsonl
+from minime.project import Project
+
+GENERATOR_SYSTEM = """\
+You write the questions that visitors to {name}'s personal website type into its chat \
+box. Visitors are recruiters, colleagues, conference organisers and curious readers. \
+They write short, natural questions and call {name} by first name or "she/he/they". \
+Here is {name}'s profile:
+\"\"\"
+{profile}
+\"\"\""""
+
+
+class AugmentReport(BaseModel):
+    """What augment wrote."""
+
+    paraphrases: int
+    chained: int
+    profile_questions: int
+    facts: int
+    total: int
+
+
+def generator_system(project: Project) -> str:
+    """The generators' shared system prompt (the same prefix for every call, so it is cached)."""
+    return GENERATOR_SYSTEM.format(name=project.name, profile=project.profile)
+
+
+def augment(
+    project: Project,
+    collected: Path,
+    dst: Path,
+    generators: list[ChatBackend],
+    config: DataConfig,
+) -> AugmentReport:
+    """Paraphrase real prompts, chain them, and ask questions about every profile fact.
+
+    Writes `dst` (PromptRecords); the generation tasks are kept in `<stem>.tasks.jsonl` so an
+    interrupted run resumes. Generators take turns, task by task.
+    """
+    _, real = read_records(collected)
+    system = generator_system(project)
+    facts = profile_facts(project.profile)
+    rng = random.Random(config.seed)
+    tasks = []
+    for i, record in enumerate(real):
+        backend = generators[i % len(generators)]
+        job = partial(_paraphrase, backend, system, record, config.paraphrases, i)
+        key = task_key("paraphrase", record.id, config.paraphrases, backend.name, system)
+        tasks.append((key, job))
+    for i, group in enumerate(_chain_groups(real, config.chains, rng)):
+        backend = generators[i % len(generators)]
+        job = partial(_chain, backend, system, group, 1000 + i)
+        tasks.append((task_key("chain", *(r.id for r in group), backend.name, system), job))
+    for i, fact in enumerate(facts):
+        backend = generators[i % len(generators)]
+        count = config.questions_per_fact
+        job = partial(_ask_fact, backend, system, project.name, fact, count, 2000 + i)
+        key = task_key("fact", fact.section, fact.text, count, backend.name, system)
+        tasks.append((key, job))
+    results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment").values())
+    records = records_from_results(results)
+    write_jsonl(dst, (r.model_dump() for r in records))
+    return AugmentReport(
+        paraphrases=sum(r.source == "augment" and r.category == "question" for r in records),
+        chained=sum(r.category == "chained" for r in records),
+        profile_questions=sum(r.source == "profile" for r in records),
+        facts=len(facts),
+        total=len(records),
+    )
+
+
+def _paraphrase(
+    backend: ChatBackend, system: str, record: PromptRecord, count: int, seed: int
+) -> dict:
+    instruction = (
+        f"Rewrite this visitor question in {count} different ways: vary the wording, and in "
+        "at least one change the word order or sentence structure. Keep the meaning.\n"
+        f"Question: {record.prompt}"
+    )
+    lines = ask_list(backend, system, instruction, count, seed=seed)
+    return {
+        "source": "augment",
+        "category": "question",
+        "origin": f"paraphrase of {record.id}",
+        "generator": backend.name,
+        "prompts": lines,
+    }
+
+
+def _chain(backend: ChatBackend, system: str, group: list[PromptRecord], seed: int) -> dict:
+    asked = "\n".join(f"- {r.prompt}" for r in group)
+    instruction = (
+        f"Combine these questions into one natural message from a visitor that asks all of "
+        f"them:\n{asked}"
+    )
+    lines = ask_list(backend, system, instruction, 1, seed=seed)
+    origin = "chain of " + ",".join(r.id for r in group)
+    return {
+        "source": "augment",
+        "category": "chained",
+        "origin": origin,
+        "generator": backend.name,
+        "prompts": lines,
+    }
+
+
+def _ask_fact(
+    backend: ChatBackend, system: str, name: str, fact: Fact, count: int, seed: int
+) -> dict:
+    instruction = (
+        f"Write {count} different questions a visitor could ask whose answer is this "
+        f'statement from {name}\'s profile:\n"{fact.text}" (section: {fact.section or "intro"})\n'
+        "Vary them: direct and indirect, short and long, formal and casual."
+    )
+    lines = ask_list(backend, system, instruction, count, seed=seed)
+    return {
+        "source": "profile",
+        "category": "question",
+        "origin": f"profile: {fact.section}",
+        "fact": fact.text,
+        "generator": backend.name,
+        "prompts": lines,
+    }
+
+
+def _chain_groups(real: list[PromptRecord], count: int, rng: random.Random):
+    if len(real) < 2:
+        return []
+    return [rng.sample(real, k=min(len(real), rng.choice((2, 2, 3)))) for _ in range(count)]

@@ -1,0 +1,108 @@
+"""Asking a generator model for lists of prompts, and splitting a profile into facts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from minime.backends import ChatBackend, SamplingParams
+
+_NUMBERING = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)]|Q\d*[:.])\s*", re.IGNORECASE)
+_PRIVATE_HEADING = re.compile(r"don'?t discuss|do not discuss|private|off[- ]limits", re.I)
+
+
+def ask_list(
+    backend: ChatBackend,
+    system: str,
+    instruction: str,
+    count: int,
+    *,
+    seed: int,
+    temperature: float = 0.8,
+) -> list[str]:
+    """Ask for `count` items, one per line; return the distinct cleaned lines (at most count)."""
+    params = SamplingParams(
+        temperature=temperature, top_p=0.95, max_tokens=40 + 40 * count, seed=seed
+    )
+    messages = [
+        {"role": "system", "content": system},
+        {
+            "role": "user",
+            "content": f"{instruction}\nWrite exactly {count}, one per line, "
+            "with no numbering, no quotes and no other text.",
+        },
+    ]
+    text = backend.complete(messages, params).text
+    return parse_lines(text)[:count]
+
+
+def parse_lines(text: str) -> list[str]:
+    """Lines of a model's list answer, with numbering, bullets and quotes removed, deduplicated."""
+    seen, items = set(), []
+    for line in text.splitlines():
+        item = _NUMBERING.sub("", line).strip().strip("\"“”'`").strip()
+        if len(item) < 6 or item.endswith(":") or item.lower() in seen:
+            continue
+        seen.add(item.lower())
+        items.append(item)
+    return items
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One statement of the profile, with the heading of its section."""
+
+    section: str
+    text: str
+
+
+def profile_facts(profile: str) -> list[Fact]:
+    """The profile's statements: each bullet item, and each sentence of plain paragraphs.
+
+    Sections about what the person does not discuss hold no facts to ask about; they feed
+    the private edge cases instead (see `private_section`).
+    """
+    facts: list[Fact] = []
+    for section, body in _sections(profile):
+        if _PRIVATE_HEADING.search(section):
+            continue
+        for block in _blocks(body):
+            if block.startswith(("- ", "* ", "+ ")):
+                facts.append(Fact(section, block[2:].strip()))
+            else:
+                sentences = re.split(r"(?<=[.!?])\s+", block)
+                facts.extend(Fact(section, s.strip()) for s in sentences if len(s.strip()) > 15)
+    return facts
+
+
+def private_section(profile: str) -> str:
+    """The text of the sections about what the person does not discuss ("" if none)."""
+    return "\n".join(
+        body.strip() for section, body in _sections(profile) if _PRIVATE_HEADING.search(section)
+    )
+
+
+def _sections(profile: str) -> list[tuple[str, str]]:
+    parts = re.split(r"^(#{1,6}\s+.*)$", profile, flags=re.MULTILINE)
+    sections = [("", parts[0])]
+    for heading, body in zip(parts[1::2], parts[2::2], strict=True):
+        sections.append((heading.lstrip("#").strip(), body))
+    return sections
+
+
+def _blocks(body: str) -> list[str]:
+    """Bullet items (with their continuation lines) and paragraphs, each as one line."""
+    blocks: list[str] = []
+    current: list[str] = []
+    for line in body.splitlines():
+        stripped = line.strip()
+        starts_item = stripped.startswith(("- ", "* ", "+ "))
+        if not stripped or starts_item:
+            if current:
+                blocks.append(" ".join(current))
+            current = [stripped] if starts_item else []
+        else:
+            current.append(stripped)
+    if current:
+        blocks.append(" ".join(current))
+    return blocks

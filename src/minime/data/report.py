@@ -1,0 +1,76 @@
+"""`out/data/report.md`: what each step of `minime data` did, in numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from minime.fileio import write_text_atomic
+from minime.jsonl import load_jsonl
+from minime.project import Project
+
+MIN_QUESTIONS_PER_FACT = 10
+
+
+def write_report(project: Project, out: Path, summary: dict) -> Path:
+    """Write report.md (and coverage.png) from the steps' summaries and output files."""
+    from minime.data import fact_coverage
+
+    lines = [f"# Training data for {project.name}", ""]
+    for step, report in summary.items():
+        lines += [f"## {step}", "", *_table(report), ""]
+    if (out / "dedup_thresholds.png").exists():
+        lines += ["![compression against threshold](dedup_thresholds.png)", ""]
+    rows = []
+    for name in ("train.jsonl", "val.jsonl"):
+        if (out / name).exists():
+            rows += load_jsonl(out / name)
+    if rows:
+        coverage = fact_coverage(project, rows)
+        short = {fact: n for fact, n in coverage.items() if n < MIN_QUESTIONS_PER_FACT}
+        lines += [
+            "## Fact coverage",
+            "",
+            f"{len(coverage) - len(short)} of {len(coverage)} profile facts are asked about by "
+            f"at least {MIN_QUESTIONS_PER_FACT} distinct questions in train + val.",
+            "",
+            "| questions | fact |",
+            "| ---: | --- |",
+            *(f"| {n} | {fact} |" for fact, n in sorted(coverage.items(), key=lambda x: x[1])),
+            "",
+            "![questions per fact](coverage.png)",
+            "",
+        ]
+        _plot_coverage(coverage, out / "coverage.png")
+    path = out / "report.md"
+    write_text_atomic(path, "\n".join(lines))
+    return path
+
+
+def _table(report: dict) -> list[str]:
+    rows = ["| | |", "| --- | --- |"]
+    for key, value in report.items():
+        if isinstance(value, list):
+            value = f"{len(value)} items (see the step's JSON report)"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+        rows.append(f"| {key} | {value} |")
+    return rows
+
+
+def _plot_coverage(coverage: dict[str, int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = sorted(coverage.values())
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.bar(range(len(counts)), counts, color="#4c78a8")
+    ax.axhline(MIN_QUESTIONS_PER_FACT, color="#e45756", linestyle="--", label="target")
+    ax.set_xlabel("profile fact (sorted)")
+    ax.set_ylabel("distinct questions")
+    ax.set_title("Questions per profile fact")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

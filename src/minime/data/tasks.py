@@ -1,0 +1,62 @@
+"""Resumable work lists: each task's result is on disk as soon as it is done.
+
+The slow steps (LLM generation, teacher answers) are lists of independent tasks. Results
+go to `<name>.partial` through ResumableJsonl; a rerun after a crash, Ctrl-C or SIGKILL
+skips the tasks already there, so no task runs twice and none is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from minime.jsonl import ResumableJsonl
+
+
+def run_tasks(
+    path: Path,
+    tasks: Iterable[tuple[str, Callable[[], dict[str, Any]]]],
+    description: str,
+) -> dict[str, dict[str, Any]]:
+    """Run each (task id, function) whose id is not yet in `path`; return results by task id.
+
+    Each function returns a JSON-able dict; the task id is stored under "id". Results of
+    earlier runs (finished or interrupted) are reused by id, so a task id must change
+    whenever what the task depends on changes (see `task_key`); results of tasks no longer
+    asked for are left out.
+    """
+    tasks = list(tasks)
+    out = ResumableJsonl(path)
+    try:
+        todo = [(task_id, fn) for task_id, fn in tasks if task_id not in out.done]
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        ) as progress:
+            bar = progress.add_task(description, total=len(tasks), completed=len(tasks) - len(todo))
+            for task_id, fn in todo:
+                out.append({"id": task_id, **fn()})
+                progress.advance(bar)
+    except BaseException:
+        out.close()
+        raise
+    done = out.finish()
+    return {task_id: done[task_id] for task_id, _ in tasks}
+
+
+def task_key(*parts: object) -> str:
+    """A short id for a task from everything its result depends on."""
+    text = "\0".join(str(part) for part in parts)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def work_file(dst: Path, name: str) -> Path:
+    """The file beside a step's output that keeps its resumable work (`<stem>.<name>.jsonl`)."""
+    return dst.with_name(f"{dst.stem}.{name}.jsonl")

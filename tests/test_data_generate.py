@@ -1,0 +1,134 @@
+"""Augment, edge cases and split, driven by scripted generators."""
+
+from minime.config import DataConfig
+from minime.data.augment import augment
+from minime.data.edge import edge_cases
+from minime.data.generate import parse_lines, private_section, profile_facts
+from minime.data.records import PromptRecord
+from minime.data.split import split
+from minime.jsonl import load_jsonl, write_jsonl
+from minime.project import Project
+
+from conftest import FakeTeacher
+
+PROFILE = """# Ada Example
+
+Intro sentence that is long enough to count.
+
+## Work
+- Ada builds bridges at Span AB in Malmö,
+  mostly in steel.
+- She joined Span AB in 2020.
+
+## What I don't discuss
+My salary and my family.
+"""
+
+
+class ListGenerator(FakeTeacher):
+    """Answers every request with a numbered list of distinct lines."""
+
+    name = "fake-generator"
+
+    def __init__(self):
+        super().__init__({})
+        self.calls = 0
+
+    def stream(self, messages, params):
+        self.calls += 1
+        self.default = "\n".join(f"{i}. {self.name} asks {self.calls}-{i}?" for i in range(1, 30))
+        return super().stream(messages, params)
+
+
+def project(tmp_path) -> Project:
+    (tmp_path / "profile.md").write_text(PROFILE)
+    (tmp_path / "prompts.txt").write_text("Where does Ada work?\nWhen did she join?\n")
+    return Project.open(tmp_path)
+
+
+def test_parse_lines_strips_numbering_quotes_and_duplicates():
+    text = 'Here you go:\n1. "Where does Ada work?"\n2) where does ada work?\n- Who is Ada?\n\nok'
+    assert parse_lines(text) == ["Where does Ada work?", "Who is Ada?"]
+
+
+def test_profile_facts_and_private_section():
+    facts = profile_facts(PROFILE)
+    assert [f.text for f in facts] == [
+        "Intro sentence that is long enough to count.",
+        "Ada builds bridges at Span AB in Malmö, mostly in steel.",
+        "She joined Span AB in 2020.",
+    ]
+    assert facts[1].section == "Work"
+    assert private_section(PROFILE) == "My salary and my family."
+
+
+def test_augment_writes_paraphrases_chains_and_fact_questions(tmp_path):
+    proj = project(tmp_path)
+    collected = tmp_path / "collected.jsonl"
+    write_jsonl(
+        collected,
+        [
+            PromptRecord.create("Where does Ada work?", "real").model_dump(),
+            PromptRecord.create("When did she join?", "real").model_dump(),
+        ],
+    )
+    config = DataConfig(paraphrases=2, chains=1, questions_per_fact=3)
+    generator = ListGenerator()
+    report = augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
+    rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
+    assert (report.paraphrases, report.chained, report.profile_questions) == (4, 1, 9)
+    assert report.facts == 3 and report.total == len(rows) == 14
+    assert {r.source for r in rows} == {"augment", "profile"}
+    assert sum(r.category == "chained" for r in rows) == 1
+    fact_rows = [r for r in rows if r.source == "profile"]
+    assert {r.fact for r in fact_rows} == {f.text for f in profile_facts(PROFILE)}
+    # The generator saw the profile in its system prompt.
+    assert PROFILE.strip() in generator.asked[0][0]["content"]
+    # A rerun resumes from the finished task file: no new generation.
+    calls = generator.calls
+    augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
+    assert generator.calls == calls
+
+
+def test_edge_cases_cover_every_category_and_language(tmp_path):
+    proj = project(tmp_path)
+    config = DataConfig(edge_per_category=3, languages=["sv", "de"])
+    generators = [ListGenerator(), ListGenerator()]
+    generators[1].name = "second-generator"
+    report = edge_cases(proj, tmp_path / "edge.jsonl", generators, config)
+    rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "edge.jsonl")]
+    assert set(report.per_category) == {
+        "injection",
+        "vague",
+        "out_of_scope",
+        "private",
+        "multilingual",
+    }
+    assert all(n > 0 for n in report.per_category.values())
+    assert {r.generator for r in rows} == {"fake-generator", "second-generator"}
+    assert {r.language for r in rows if r.category == "multilingual"} == {"sv", "de"}
+    private_requests = [
+        m[1]["content"]
+        for g in generators
+        for m in g.asked
+        if "private information" in m[1]["content"]
+    ]
+    assert private_requests and all("My salary and my family." in t for t in private_requests)
+
+
+def test_split_is_stratified_and_deterministic(tmp_path):
+    rows = [
+        {"id": f"{c}{i}", "category": c, "messages": []}
+        for c, n in (("question", 20), ("private", 3), ("vague", 1))
+        for i in range(n)
+    ]
+    write_jsonl(tmp_path / "r.jsonl", rows)
+    report = split(tmp_path / "r.jsonl", tmp_path / "t.jsonl", tmp_path / "v.jsonl", 0.1, 0)
+    assert report.per_category == {
+        "private": {"train": 2, "val": 1},
+        "question": {"train": 18, "val": 2},
+        "vague": {"train": 1, "val": 0},
+    }
+    first = load_jsonl(tmp_path / "v.jsonl")
+    split(tmp_path / "r.jsonl", tmp_path / "t.jsonl", tmp_path / "v.jsonl", 0.1, 0)
+    assert load_jsonl(tmp_path / "v.jsonl") == first
