@@ -181,3 +181,40 @@ def test_rerun_answers_only_new_prompts(example_project, tmp_path):
     report = respond(example_project, src, dst, teacher, DataConfig(judge=False))
     assert len(teacher.asked) == 3
     assert report.rows == len(load_jsonl(dst)) == 3
+
+
+def test_http_teachers_get_concurrent_requests(example_project, tmp_path, scripted_server):
+    import threading
+    import time
+
+    from minime.backends.openai_http import OpenAIBackend
+
+    from conftest import Scripted, chat_completion_body
+
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    original = OpenAIBackend.complete
+
+    def counting(self, messages, params):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            return original(self, messages, params)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    scripted_server.default = Scripted(
+        200, chat_completion_body("Mara works at Verdant Loop."), delay=0.2
+    )
+    teacher = OpenAIBackend(scripted_server.url, "fake")
+    teacher.complete = counting.__get__(teacher)
+    src = tmp_path / "deduped.jsonl"
+    write_jsonl(src, (record(f"Where does Mara work? {i}").model_dump() for i in range(8)))
+    start = time.monotonic()
+    report = respond(
+        example_project, src, tmp_path / "r.jsonl", teacher, DataConfig(judge=False, concurrency=4)
+    )
+    assert report.rows == 8
+    assert peak[0] == 4
+    assert time.monotonic() - start < 8 * 0.2

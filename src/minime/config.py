@@ -79,6 +79,9 @@ class DataConfig(_Section):
     judge: bool = Field(
         True, description="Also ask the teacher, as a judge, whether each answer is grounded."
     )
+    concurrency: int = Field(
+        4, ge=1, le=64, description="Requests at once to OpenAI-compatible servers."
+    )
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of rows for validation.")
     seed: int = Field(0, description="Seed for sampling and splitting.")
 

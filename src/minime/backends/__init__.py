@@ -73,6 +73,7 @@ class LazyBackend(ChatBackend):
 
     def __init__(self, spec: str, **options) -> None:
         self.name = spec
+        self.concurrent = spec.startswith("openai:")
         self._options = options
         self._backend: ChatBackend | None = None
 

@@ -92,6 +92,8 @@ class ChatBackend(ABC):
 
     #: Human-readable model spec, for logs and reports.
     name: str
+    #: Whether requests may be sent at once (an HTTP server); in-process models take turns.
+    concurrent: bool = False
 
     @abstractmethod
     def stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:

@@ -27,6 +27,8 @@ from minime.errors import BackendError
 class OpenAIBackend(ChatBackend):
     """A model behind an OpenAI-compatible `/v1/chat/completions` endpoint."""
 
+    concurrent = True
+
     def __init__(
         self,
         base_url: str,

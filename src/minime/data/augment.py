@@ -78,7 +78,9 @@ def augment(
         job = partial(_ask_fact, backend, system, project.name, fact, count, 2000 + i)
         key = task_key("fact", fact.section, fact.text, count, backend.name, system)
         tasks.append((key, job))
-    results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment").values())
+    # In-process models take turns (they hold a lock); HTTP generators run side by side.
+    workers = config.concurrency if any(g.concurrent for g in generators) else 1
+    results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment", workers).values())
     records = records_from_results(results)
     write_jsonl(dst, (r.model_dump() for r in records))
     return AugmentReport(

@@ -98,7 +98,9 @@ def edge_cases(
                 seed = 3000 + 100 * g + job_index
                 job = partial(_generate, backend, system, text, size, seed, category, language)
                 tasks.append((task_id, job))
-    results = list(run_tasks(work_file(dst, "tasks"), tasks, "edge cases").values())
+    # In-process models take turns (they hold a lock); HTTP generators run side by side.
+    workers = config.concurrency if any(g.concurrent for g in generators) else 1
+    results = list(run_tasks(work_file(dst, "tasks"), tasks, "edge cases", workers).values())
     records = records_from_results(results)
     write_jsonl(dst, (r.model_dump() for r in records))
     per_category = {c: sum(1 for r in records if r.category == c) for c in INSTRUCTIONS}

@@ -110,10 +110,14 @@ def respond(
         seed=config.seed,
     )
     judge = judge if config.judge else None
-    first = _attempt(project, records, teacher, judge, params, dst, "answers", retry=False)
+    first = _attempt(
+        project, records, teacher, judge, params, dst, "answers", False, config.concurrency
+    )
     rejected = [r for r in records if first[r.id][1]]
     retry_params = params.model_copy(update={"temperature": 0.7})
-    second = _attempt(project, rejected, teacher, judge, retry_params, dst, "retries", retry=True)
+    second = _attempt(
+        project, rejected, teacher, judge, retry_params, dst, "retries", True, config.concurrency
+    )
 
     rows, outcome = [], Counter()
     reasons = Counter(first[r.id][1].split(":")[0] for r in rejected)
@@ -157,6 +161,7 @@ def _attempt(
     dst: Path,
     name: str,
     retry: bool,
+    concurrency: int,
 ) -> dict[str, tuple[dict, str]]:
     """Answer `records` (first try or retry), then check every answer: id -> (answer, reason).
 
@@ -168,14 +173,16 @@ def _attempt(
         messages = teacher_messages(project, record, retry)
         keys[record.id] = task_key(record.id, teacher.name, messages, params.model_dump_json())
         jobs.append((keys[record.id], partial(_answer, teacher, messages, params)))
-    answers = run_tasks(work_file(dst, name), jobs, f"teacher {name}")
+    workers = concurrency if teacher.concurrent else 1
+    answers = run_tasks(work_file(dst, name), jobs, f"teacher {name}", workers)
     check_keys, check_jobs = {}, []
     for record in records:
         answer = answers[keys[record.id]]
         check_keys[record.id] = task_key(keys[record.id], judge.name if judge else None)
         job = partial(_check, project, judge, record, answer["answer"], answer["finish_reason"])
         check_jobs.append((check_keys[record.id], job))
-    checks = run_tasks(work_file(dst, f"{name}-checks"), check_jobs, f"checking {name}")
+    workers = concurrency if judge is not None and judge.concurrent else 1
+    checks = run_tasks(work_file(dst, f"{name}-checks"), check_jobs, f"checking {name}", workers)
     return {r.id: (answers[keys[r.id]], checks[check_keys[r.id]]["reason"]) for r in records}
 
 

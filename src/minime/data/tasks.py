@@ -8,7 +8,8 @@ skips the tasks already there, so no task runs twice and none is lost.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ def run_tasks(
     path: Path,
     tasks: Iterable[tuple[str, Callable[[], dict[str, Any]]]],
     description: str,
+    workers: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Run each (task id, function) whose id is not yet in `path`; return results by task id.
 
@@ -28,6 +30,8 @@ def run_tasks(
     earlier runs (finished or interrupted) are reused by id, so a task id must change
     whenever what the task depends on changes (see `task_key`); results of tasks no longer
     asked for are left out.
+
+    :param workers: tasks run at once, for backends that serve concurrent requests (HTTP).
     """
     tasks = list(tasks)
     out = ResumableJsonl(path)
@@ -41,14 +45,30 @@ def run_tasks(
             transient=True,
         ) as progress:
             bar = progress.add_task(description, total=len(tasks), completed=len(tasks) - len(todo))
-            for task_id, fn in todo:
-                out.append({"id": task_id, **fn()})
+            # Results are written here, in this thread, as each task finishes.
+            for task_id, result in _results(todo, workers):
+                out.append({"id": task_id, **result})
                 progress.advance(bar)
     except BaseException:
         out.close()
         raise
     done = out.finish()
     return {task_id: done[task_id] for task_id, _ in tasks}
+
+
+def _results(todo: list[tuple[str, Callable]], workers: int) -> Iterator[tuple[str, dict]]:
+    if workers <= 1:
+        for task_id, fn in todo:
+            yield task_id, fn()
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(fn): task_id for task_id, fn in todo}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def task_key(*parts: object) -> str:
