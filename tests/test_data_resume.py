@@ -54,3 +54,36 @@ def test_sigkill_during_respond_then_rerun(scripted_server, tmp_path):
     # Only requests in flight at the kill (at most data.concurrency) were sent twice.
     assert 20 <= len(scripted_server.requests) <= 20 + DataConfig().concurrency
     assert not list(Path(out).glob("*.partial"))
+
+
+def test_cli_data_rejects_malformed_input_and_leaves_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from minime.cli import app
+
+    (tmp_path / "profile.md").write_text("# Ada\n\n- Ada builds bridges.\n")
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "Where does Ada work?"}\n{"prompt": \n')
+    result = CliRunner().invoke(app, ["data", "collect", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'prompts.jsonl'}:2: invalid JSON" in result.output.replace("\n", "")
+    assert not (tmp_path / "out" / "data" / "collected.jsonl").exists()
+    (tmp_path / "prompts.jsonl").unlink()
+    (tmp_path / "prompts.csv").write_text("name,when\nAda,now\n")
+    result = CliRunner().invoke(app, ["data", "collect", str(tmp_path)])
+    assert result.exit_code == 1 and "prompts.csv:1" in result.output
+    (tmp_path / "profile.md").write_text("\n")
+    result = CliRunner().invoke(app, ["data", str(tmp_path)])
+    assert result.exit_code == 1 and "the profile is empty" in result.output
+
+
+def test_cli_data_needs_a_step_and_a_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from minime.cli import app
+
+    result = CliRunner().invoke(app, ["data", "shuffle", str(tmp_path)])
+    assert result.exit_code == 2
+    (tmp_path / "profile.md").write_text("# Ada\n\n- Ada builds bridges.\n")
+    result = CliRunner().invoke(app, ["data", "respond", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "deduped.jsonl: missing; run `minime data dedup` first" in result.output
