@@ -132,3 +132,12 @@ def test_split_is_stratified_and_deterministic(tmp_path):
     first = load_jsonl(tmp_path / "v.jsonl")
     split(tmp_path / "r.jsonl", tmp_path / "t.jsonl", tmp_path / "v.jsonl", 0.1, 0)
     assert load_jsonl(tmp_path / "v.jsonl") == first
+
+
+def test_generated_answers_are_not_taken_for_questions():
+    from minime.data.generate import looks_like_question
+
+    assert looks_like_question("Mara works where?")
+    assert looks_like_question("Tell me about tinyshade")
+    assert not looks_like_question("Canopy is the firmware that runs on our controllers.")
+    assert not looks_like_question("Lead a team of engineers.")

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from minime.backends import ChatBackend
 from minime.config import DataConfig
-from minime.data.generate import Fact, ask_list, profile_facts
+from minime.data.generate import Fact, ask_list, looks_like_question, profile_facts
 from minime.data.records import PromptRecord, read_records, records_from_results
 from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import write_jsonl
@@ -81,7 +81,7 @@ def augment(
     # In-process models take turns (they hold a lock); HTTP generators run side by side.
     workers = config.concurrency if any(g.concurrent for g in generators) else 1
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment", workers).values())
-    records = records_from_results(results)
+    records = [r for r in records_from_results(results) if looks_like_question(r.prompt)]
     write_jsonl(dst, (r.model_dump() for r in records))
     return AugmentReport(
         paraphrases=sum(r.source == "augment" and r.category == "question" for r in records),

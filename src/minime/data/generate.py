@@ -48,6 +48,23 @@ def parse_lines(text: str) -> list[str]:
     return items
 
 
+_QUESTION_START = re.compile(
+    r"^(what|where|when|who|whom|whose|which|why|how|is|are|was|were|do|does|did|has|have|"
+    r"had|can|could|would|will|should|may|tell|describe|explain|give|list|name|share|"
+    r"i'?d like|i want|i would|any|and|also|so)\b",
+    re.IGNORECASE,
+)
+
+
+def looks_like_question(text: str) -> bool:
+    """Whether a generated line is a visitor's question or request, not an answer.
+
+    Small generators asked for questions sometimes answer them instead ("Canopy is the
+    firmware that ..."); such lines would enter the training set as prompts.
+    """
+    return text.rstrip().endswith("?") or bool(_QUESTION_START.match(text.strip()))
+
+
 @dataclass(frozen=True)
 class Fact:
     """One statement of the profile, with the heading of its section."""
