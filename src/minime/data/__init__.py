@@ -7,7 +7,6 @@ collect -> augment -> edge -> dedup -> respond -> split, then `report.md`.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 from minime.backends import LazyBackend
@@ -138,12 +137,4 @@ def _read_summary(path: Path, steps: tuple[str, ...]) -> dict:
     return {step: summary[step] for step in STEPS[:first] if step in summary}
 
 
-def fact_coverage(project: Project, rows: list[dict]) -> dict[str, int]:
-    """Distinct answered questions per profile fact (from the fact each was written for)."""
-    from minime.data.generate import profile_facts
-
-    counts = Counter(row.get("fact") for row in rows if row.get("fact"))
-    return {fact.text: counts.get(fact.text, 0) for fact in profile_facts(project.profile)}
-
-
-__all__ = ["STEPS", "build_dataset", "fact_coverage"]
+__all__ = ["STEPS", "build_dataset"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
+from minime.data.generate import profile_facts
 from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl
 from minime.project import Project
@@ -13,8 +15,6 @@ MIN_QUESTIONS_PER_FACT = 10
 
 def write_report(project: Project, out: Path, summary: dict) -> Path:
     """Write report.md (and coverage.png) from the steps' summaries and output files."""
-    from minime.data import fact_coverage
-
     lines = [f"# Training data for {project.name}", ""]
     for step, report in summary.items():
         lines += [f"## {step}", "", *_table(report), ""]
@@ -44,6 +44,12 @@ def write_report(project: Project, out: Path, summary: dict) -> Path:
     path = out / "report.md"
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def fact_coverage(project: Project, rows: list[dict]) -> dict[str, int]:
+    """Distinct answered questions per profile fact (from the fact each was written for)."""
+    counts = Counter(row.get("fact") for row in rows if row.get("fact"))
+    return {fact.text: counts.get(fact.text, 0) for fact in profile_facts(project.profile)}
 
 
 def _table(report: dict) -> list[str]:
