@@ -141,3 +141,24 @@ def test_generated_answers_are_not_taken_for_questions():
     assert looks_like_question("Tell me about tinyshade")
     assert not looks_like_question("Canopy is the firmware that runs on our controllers.")
     assert not looks_like_question("Lead a team of engineers.")
+
+
+def test_facts_short_of_questions_are_topped_up(tmp_path):
+    proj = project(tmp_path)
+    collected = tmp_path / "collected.jsonl"
+    write_jsonl(collected, [])
+
+    class OneLine(ListGenerator):
+        def stream(self, messages, params):
+            self.calls += 1
+            self.default = f"What about item {self.calls}?"
+            return FakeTeacher.stream(self, messages, params)
+
+    generator = OneLine()
+    config = DataConfig(paraphrases=0, chains=0, questions_per_fact=3)
+    augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
+    rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
+    per_fact = {f.text: sum(r.fact == f.text for r in rows) for f in profile_facts(PROFILE)}
+    assert set(per_fact.values()) == {3}
+    top_up_asks = [m[1]["content"] for m in generator.asked if "more questions" in m[1]["content"]]
+    assert len(top_up_asks) == 6 and "What about item" in top_up_asks[-1]

@@ -21,6 +21,9 @@ from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import write_jsonl
 from minime.project import Project
 
+#: Extra asks for facts that got fewer than `questions_per_fact` usable questions.
+TOP_UP_ROUNDS = 2
+
 GENERATOR_SYSTEM = """\
 You write the questions that visitors to {name}'s personal website type into its chat \
 box. Visitors are recruiters, colleagues, conference organisers and curious readers. \
@@ -81,6 +84,24 @@ def augment(
     # In-process models take turns (they hold a lock); HTTP generators run side by side.
     workers = config.concurrency if any(g.concurrent for g in generators) else 1
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment", workers).values())
+    for round_ in range(1, TOP_UP_ROUNDS + 1):
+        asked = _questions_per_fact(results)
+        short = [f for f in facts if len(asked.get(f.text, [])) < config.questions_per_fact]
+        if not short:
+            break
+        tasks = []
+        for i, fact in enumerate(short):
+            backend = generators[(i + round_) % len(generators)]
+            have = asked.get(fact.text, [])
+            missing = config.questions_per_fact - len(have)
+            job = partial(
+                _top_up, backend, system, project.name, fact, missing, have, 5000 + 100 * round_ + i
+            )
+            key = task_key("top-up", round_, fact.section, fact.text, have, backend.name, system)
+            tasks.append((key, job))
+        description = f"more questions for {len(short)} facts"
+        topped = run_tasks(work_file(dst, f"top-up{round_}"), tasks, description, workers)
+        results += topped.values()
     records = [r for r in records_from_results(results) if looks_like_question(r.prompt)]
     write_jsonl(dst, (r.model_dump() for r in records))
     return AugmentReport(
@@ -144,6 +165,48 @@ def _ask_fact(
         "generator": backend.name,
         "prompts": lines,
     }
+
+
+def _top_up(
+    backend: ChatBackend,
+    system: str,
+    name: str,
+    fact: Fact,
+    count: int,
+    have: list[str],
+    seed: int,
+) -> dict:
+    asked = "\n".join(f"- {q}" for q in have) or "- (none yet)"
+    instruction = (
+        f"Write {count} more questions a visitor could ask whose answer is this statement "
+        f'from {name}\'s profile:\n"{fact.text}"\nCall {name} by name or she/he/they, '
+        f"never 'you'. Each must differ from these questions already asked:\n{asked}"
+    )
+    lines = [
+        q
+        for q in ask_list(backend, system, instruction, count, seed=seed)
+        if q.lower() not in {h.lower() for h in have}
+    ]
+    return {
+        "source": "profile",
+        "category": "question",
+        "origin": f"profile: {fact.section}",
+        "fact": fact.text,
+        "generator": backend.name,
+        "prompts": lines,
+    }
+
+
+def _questions_per_fact(results: list[dict]) -> dict[str, list[str]]:
+    """The distinct question-like prompts generated so far for each fact."""
+    asked: dict[str, list[str]] = {}
+    for result in results:
+        if result.get("fact"):
+            known = asked.setdefault(result["fact"], [])
+            for prompt in result["prompts"]:
+                if looks_like_question(prompt) and prompt not in known:
+                    known.append(prompt)
+    return asked
 
 
 def _chain_groups(real: list[PromptRecord], count: int, rng: random.Random):
