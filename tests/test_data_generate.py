@@ -162,3 +162,18 @@ def test_facts_short_of_questions_are_topped_up(tmp_path):
     assert set(per_fact.values()) == {3}
     top_up_asks = [m[1]["content"] for m in generator.asked if "more questions" in m[1]["content"]]
     assert len(top_up_asks) == 6 and "What about item" in top_up_asks[-1]
+
+
+def test_a_chain_the_generator_did_not_combine_is_joined():
+    from minime.data.augment import _checked_chain
+
+    parts = [
+        PromptRecord.create("Where does Ada work?", "real"),
+        PromptRecord.create("What does she build?", "real"),
+    ]
+    real = {p.id: p for p in parts}
+    result = {"category": "chained", "origin": f"chain of {parts[0].id},{parts[1].id}"}
+    joined = _checked_chain({**result, "prompts": ["Where does Ada work?"]}, real)["prompts"][0]
+    assert "Where does Ada work?" in joined and "what does she build?" in joined
+    combined = "Where does Ada work, and what does she build there?"
+    assert _checked_chain({**result, "prompts": [combined]}, real)["prompts"] == [combined]

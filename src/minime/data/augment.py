@@ -22,7 +22,7 @@ from minime.jsonl import write_jsonl
 from minime.project import Project
 
 #: Extra asks for facts that got fewer than `questions_per_fact` usable questions.
-TOP_UP_ROUNDS = 2
+TOP_UP_ROUNDS = 4
 
 GENERATOR_SYSTEM = """\
 You write the questions that visitors to {name}'s personal website type into its chat \
@@ -102,6 +102,8 @@ def augment(
         description = f"more questions for {len(short)} facts"
         topped = run_tasks(work_file(dst, f"top-up{round_}"), tasks, description, workers)
         results += topped.values()
+    by_id = {r.id: r for r in real}
+    results = [_checked_chain(r, by_id) if r["category"] == "chained" else r for r in results]
     records = [r for r in records_from_results(results) if looks_like_question(r.prompt)]
     write_jsonl(dst, (r.model_dump() for r in records))
     return AugmentReport(
@@ -207,6 +209,27 @@ def _questions_per_fact(results: list[dict]) -> dict[str, list[str]]:
                 if looks_like_question(prompt) and prompt not in known:
                     known.append(prompt)
     return asked
+
+
+def _checked_chain(result: dict, real: dict[str, PromptRecord]) -> dict:
+    """A chain task's result, with a joined prompt where the generator did not combine them.
+
+    Small generators often return one of the questions, or an answer, instead of one
+    message asking all of them; a fixed joining pattern still asks every part.
+    """
+    parts = [real[i].prompt for i in result["origin"].removeprefix("chain of ").split(",")]
+    text = result["prompts"][0] if result["prompts"] else ""
+    combined = text.count("?") >= len(parts) or (
+        " and " in text.lower() and len(text) >= 0.6 * sum(map(len, parts))
+    )
+    if combined:
+        return result
+    pattern = _JOINS[sum(map(len, parts)) % len(_JOINS)]
+    rest = " ".join(p[:1].lower() + p[1:] for p in parts[1:])
+    return {**result, "prompts": [pattern.format(first=parts[0], rest=rest)]}
+
+
+_JOINS = ("{first} And {rest}", "{first} Also, {rest}", "Two things: {first} And {rest}")
 
 
 def _chain_groups(real: list[PromptRecord], count: int, rng: random.Random):
