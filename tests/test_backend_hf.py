@@ -46,3 +46,21 @@ def test_sampling_with_a_seed_is_repeatable(tiny_model_dir):
     backend = load_backend(str(tiny_model_dir))
     params = SamplingParams(temperature=1.0, top_k=5, top_p=0.9, max_tokens=8, seed=3)
     assert backend.complete(MESSAGES, params).text == backend.complete(MESSAGES, params).text
+
+
+def test_shared_prefix_comes_from_the_kv_cache(tiny_model_dir):
+    backend = load_backend(str(tiny_model_dir), keep_logits=True)
+    fresh = load_backend(str(tiny_model_dir), keep_logits=True)
+    params = SamplingParams(temperature=0, max_tokens=4)
+    first = backend.complete(MESSAGES, params)
+    other = [MESSAGES[0], {"role": "user", "content": "world cat"}]
+    second = backend.complete(other, params)
+    assert first.usage.cached_tokens == 0
+    assert second.usage.cached_tokens == len(backend.prompt_tokens([MESSAGES[0]]))
+    expected = fresh.complete(other, params)
+    assert second.text == expected.text
+    np.testing.assert_allclose(second.logits, expected.logits, rtol=1e-4, atol=1e-5)
+    # The same prompt again: everything but its last token is reused.
+    again = backend.complete(other, params)
+    assert again.usage.cached_tokens == len(backend.prompt_tokens(other)) - 1
+    np.testing.assert_allclose(again.logits, expected.logits, rtol=1e-4, atol=1e-5)

@@ -8,7 +8,7 @@ which the distillation stages keep.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,3 +123,13 @@ class ChatBackend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def common_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many leading tokens two token sequences share (the reusable part of a KV cache)."""
+    n = 0
+    for a, b in zip(cached, prompt, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n

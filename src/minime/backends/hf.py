@@ -15,6 +15,7 @@ from minime.backends.base import (
     TokenLogprobs,
     TopLogprob,
     Usage,
+    common_prefix,
 )
 from minime.errors import BackendError
 
@@ -51,6 +52,10 @@ class HFBackend(ChatBackend):
         self._model.eval()
         self._stop_ids = _end_of_turn_ids(self._model, self._tokenizer)
         self._lock = threading.Lock()
+        # The KV cache of the last call and the tokens in it: a prompt that starts the same
+        # way (the system prompt with the profile) only runs the model on the rest.
+        self._cache = None
+        self._cached_tokens: list[int] = []
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
         """Token ids of the chat prompt that ends where the assistant's answer begins."""
@@ -71,10 +76,20 @@ class HFBackend(ChatBackend):
         emitted = ""
         finish_reason = "length"
         with self._lock, torch.inference_mode():
-            cache = DynamicCache()
-            inputs = torch.tensor([prompt])
+            # Feed at least one prompt token: its logits give the first answer token.
+            cached = min(common_prefix(self._cached_tokens, prompt), len(prompt) - 1)
+            if self._cache is not None and cached > 0:
+                cache = self._cache
+                cache.crop(cached - len(self._cached_tokens))  # a negative count drops the tail
+            else:
+                cache, cached = DynamicCache(), 0
+            self._cache, self._cached_tokens = None, []  # until the cache matches again
+            fed = prompt[:cached]
+            inputs = torch.tensor([prompt[cached:]])
             for _ in range(params.max_tokens):
                 logits = self._model(input_ids=inputs, past_key_values=cache, use_cache=True)
+                fed += inputs[0].tolist()
+                self._cache, self._cached_tokens = cache, fed
                 step_logits = logits.logits[0, -1].float()
                 token = _sample(step_logits, params, generator)
                 if token in self._stop_ids:
@@ -100,7 +115,7 @@ class HFBackend(ChatBackend):
         yield Delta(
             text=tail,
             finish_reason=finish_reason,
-            usage=Usage(len(prompt), len(generated)),
+            usage=Usage(len(prompt), len(generated), cached),
         )
 
     def _token_info(self, token: int, logprobs, k: int) -> TokenLogprobs:

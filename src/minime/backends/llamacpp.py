@@ -18,6 +18,7 @@ from minime.backends.base import (
     TokenLogprobs,
     TopLogprob,
     Usage,
+    common_prefix,
 )
 from minime.errors import BackendError
 
@@ -134,11 +135,7 @@ class LlamaCppBackend(ChatBackend):
 
     def _cached_prefix(self, prompt: list[int]) -> int:
         """How many prompt tokens `generate` will take from the KV cache (as it computes it)."""
-        common = 0
-        for cached, new in zip(self._llm._input_ids, prompt, strict=False):
-            if cached != new:
-                break
-            common += 1
+        common = common_prefix(self._llm._input_ids, prompt)
         # generate re-evaluates one token when the whole prompt is cached, to refresh logits.
         return common - 1 if common == len(prompt) and common > 0 else common
 
