@@ -39,7 +39,8 @@ def ask_list(
 def parse_lines(text: str) -> list[str]:
     """Lines of a model's list answer, with numbering, bullets and quotes removed, deduplicated."""
     seen, items = set(), []
-    for line in text.splitlines():
+    # Some models put a whole list on one line, separated by " | ".
+    for line in (part for row in text.splitlines() for part in row.split(" | ")):
         item = _NUMBERING.sub("", line).strip().strip("\"“”'`").strip()
         if len(item) < 6 or item.endswith(":") or item.lower() in seen:
             continue
