@@ -159,14 +159,7 @@ def _ask_fact(
         "Vary them: direct and indirect, short and long, formal and casual."
     )
     lines = ask_list(backend, system, instruction, count, seed=seed)
-    return {
-        "source": "profile",
-        "category": "question",
-        "origin": f"profile: {fact.section}",
-        "fact": fact.text,
-        "generator": backend.name,
-        "prompts": lines,
-    }
+    return _fact_result(backend, fact, lines)
 
 
 def _top_up(
@@ -189,6 +182,10 @@ def _top_up(
         for q in ask_list(backend, system, instruction, count, seed=seed)
         if q.lower() not in {h.lower() for h in have}
     ]
+    return _fact_result(backend, fact, lines)
+
+
+def _fact_result(backend: ChatBackend, fact: Fact, lines: list[str]) -> dict:
     return {
         "source": "profile",
         "category": "question",
