@@ -175,5 +175,8 @@ def test_a_chain_the_generator_did_not_combine_is_joined():
     result = {"category": "chained", "origin": f"chain of {parts[0].id},{parts[1].id}"}
     joined = _checked_chain({**result, "prompts": ["Where does Ada work?"]}, real)["prompts"][0]
     assert "Where does Ada work?" in joined and "what does she build?" in joined
+    statement = "Ada works at Span AB and builds steel bridges in Malmö and Lund."
+    joined = _checked_chain({**result, "prompts": [statement]}, real)["prompts"][0]
+    assert joined.startswith("Where does Ada work?")
     combined = "Where does Ada work, and what does she build there?"
     assert _checked_chain({**result, "prompts": [combined]}, real)["prompts"] == [combined]

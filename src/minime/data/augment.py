@@ -216,8 +216,9 @@ def _checked_chain(result: dict, real: dict[str, PromptRecord]) -> dict:
     """
     parts = [real[i].prompt for i in result["origin"].removeprefix("chain of ").split(",")]
     text = result["prompts"][0] if result["prompts"] else ""
-    combined = text.count("?") >= len(parts) or (
-        " and " in text.lower() and len(text) >= 0.6 * sum(map(len, parts))
+    combined = looks_like_question(text) and (
+        text.count("?") >= len(parts)
+        or (" and " in text.lower() and len(text) >= 0.6 * sum(map(len, parts)))
     )
     if combined:
         return result
