@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from rich.progress import Progress
 
-from minime.data.records import CATEGORIES, PromptRecord, read_records
+from minime.data.records import CATEGORIES, SOURCES, PromptRecord, read_records
 from minime.errors import ConfigError
 from minime.fileio import atomic_open, write_text_atomic
 from minime.jsonl import write_jsonl
@@ -45,7 +45,6 @@ LARGEST_CLUSTERS = 10
 _TOLERANCE = 1e-6
 # Similarities computed per block of rows: rows x n float32 stays near 64 MB at any n.
 _BLOCK_FLOATS = 16 * 1024 * 1024
-_SOURCES = ("real", "augment", "profile", "edge")
 
 
 class Counts(BaseModel):
@@ -143,7 +142,7 @@ def dedup(
         total_after=int(kept.sum()),
         compression_ratio=_ratio(len(records), int(kept.sum())),
         by_category=_counts([r.category for r in records], kept, CATEGORIES),
-        by_source=_counts([r.source for r in records], kept, _SOURCES),
+        by_source=_counts([r.source for r in records], kept, SOURCES),
         largest_clusters=_largest_clusters(records, labels),
         curve=curve,
         embedded=embedded,

@@ -23,6 +23,7 @@ Category = Literal[
 CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
 
 Source = Literal["real", "augment", "profile", "edge"]
+SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
 
 
 class PromptRecord(BaseModel):
