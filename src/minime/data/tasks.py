@@ -2,7 +2,8 @@
 
 The slow steps (LLM generation, teacher answers) are lists of independent tasks. Results
 go to `<name>.partial` through ResumableJsonl; a rerun after a crash, Ctrl-C or SIGKILL
-skips the tasks already there, so no task runs twice and none is lost.
+skips the tasks already there, so none is lost and only the tasks in flight at the kill
+(one, or `workers`) run again.
 """
 
 from __future__ import annotations
