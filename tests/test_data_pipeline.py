@@ -37,6 +37,7 @@ data:
   edge_per_category: 2
   languages: [sv]
   answer_max_tokens: 64
+  min_questions_per_fact: 2
 """
 
 
@@ -56,6 +57,7 @@ def test_minime_data_end_to_end(tmp_path):
         "prompts",
         "deduped",
         "responses",
+        "covered",
         "train",
         "val",
     ):
@@ -64,7 +66,7 @@ def test_minime_data_end_to_end(tmp_path):
     assert {p["category"] for p in prompts} == set(CATEGORIES)
     assert len(load_jsonl(out / "deduped.jsonl")) <= len(prompts)
     rows = load_jsonl(out / "train.jsonl") + load_jsonl(out / "val.jsonl")
-    assert rows and len(rows) == len(load_jsonl(out / "responses.jsonl"))
+    assert rows and len(rows) == len(load_jsonl(out / "covered.jsonl"))
     for row in rows:
         assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
         if row["teacher"] != "policy":

@@ -166,7 +166,7 @@ def prompts(tmp_path):
 
 
 def test_dedup_writes_kept_records_and_report(tmp_path, prompts, monkeypatch):
-    monkeypatch.setattr(dedup_module, "_encode", fake_encode)
+    monkeypatch.setattr(dedup_module, "encode", fake_encode)
     dst, out = tmp_path / "deduped.jsonl", tmp_path / "report"
     report = dedup(prompts, dst, out, embedder="fake-encoder", threshold=0.15)
 
@@ -196,14 +196,14 @@ def test_dedup_writes_kept_records_and_report(tmp_path, prompts, monkeypatch):
 
 
 def test_rerun_reuses_embeddings(tmp_path, prompts, monkeypatch):
-    monkeypatch.setattr(dedup_module, "_encode", fake_encode)
+    monkeypatch.setattr(dedup_module, "encode", fake_encode)
     out = tmp_path / "report"
     dedup(prompts, tmp_path / "a.jsonl", out, embedder="fake-encoder")
 
     def no_encode(texts, embedder):
         raise AssertionError(f"re-embedded {texts}")
 
-    monkeypatch.setattr(dedup_module, "_encode", no_encode)
+    monkeypatch.setattr(dedup_module, "encode", no_encode)
     report = dedup(prompts, tmp_path / "b.jsonl", out, embedder="fake-encoder", threshold=0.0)
     assert report.embedded == 0
     assert report.total_after == 6
@@ -212,12 +212,12 @@ def test_rerun_reuses_embeddings(tmp_path, prompts, monkeypatch):
     with prompts.open("a") as handle:
         record = PromptRecord.create("Does Mara like cats?", "real")
         handle.write(record.model_dump_json() + "\n")
-    monkeypatch.setattr(dedup_module, "_encode", fake_encode)
+    monkeypatch.setattr(dedup_module, "encode", fake_encode)
     assert dedup(prompts, tmp_path / "c.jsonl", out, embedder="fake-encoder").embedded == 1
 
 
 def test_empty_src_writes_empty_dst(tmp_path, monkeypatch):
-    monkeypatch.setattr(dedup_module, "_encode", fake_encode)
+    monkeypatch.setattr(dedup_module, "encode", fake_encode)
     src = tmp_path / "prompts.jsonl"
     src.write_text("\n")
     report = dedup(src, tmp_path / "out.jsonl", tmp_path / "report", embedder="fake-encoder")

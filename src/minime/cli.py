@@ -169,7 +169,8 @@ def _not_implemented(stage: str, issue: int) -> Callable[..., None]:
 @app.command(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Build the training set: [STEP] DIR, STEP one of collect, augment, edge, dedup, "
-    "respond, split; without STEP every step runs in order. Steps resume where they stopped.",
+    "respond, cover, split; without STEP every step runs in order. Steps resume where they "
+    "stopped.",
 )
 @_user_errors
 def data(
@@ -197,8 +198,43 @@ def data(
     console.print(f"report: {out / 'report.md'}")
 
 
+@app.command()
+@_user_errors
+def distill(
+    directory: ProjectDir,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last complete checkpoint.")
+    ] = False,
+) -> None:
+    """Train the student on out/data/ (settings: `distill:` in minime.yaml)."""
+    from minime.distill import distill as run_distill
+    from minime.project import Project
+
+    project = Project.open(directory)
+    report = run_distill(project, resume=resume)
+    if report is None:  # not the main process of a multi-GPU run
+        return
+    out = project.out_dir("distill")
+    table = Table("", "", title=f"minime distill: {project.name}", show_header=False)
+    for key in (
+        "student",
+        "mode",
+        "tuning",
+        "steps",
+        "seconds",
+        "tokens_per_second",
+        "final_train_loss",
+        "best_val_loss",
+        "fact_recall_train",
+        "fact_recall_val",
+        "persona_fact_accuracy",
+    ):
+        table.add_row(key, str(getattr(report, key)))
+    console.print(table)
+    console.print(f"model: {out / 'model'}\nreport: {out / 'report.md'}")
+
+
 for _stage, _issue in (
-    ("distill", 4),
     ("export", 5),
     ("serve", 6),
     ("eval", 7),

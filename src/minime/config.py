@@ -7,7 +7,7 @@ is an error so that a typo never vanishes silently.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -64,6 +64,13 @@ class DataConfig(_Section):
     questions_per_fact: int = Field(
         12, ge=0, le=40, description="Questions asked about each profile statement."
     )
+    min_questions_per_fact: int = Field(
+        10,
+        ge=0,
+        le=40,
+        description="Answered questions each profile statement needs in the training set; "
+        "`cover` asks more until it has them (or gives up after its rounds).",
+    )
     edge_per_category: int = Field(
         20, ge=0, description="Edge-case prompts per category and generator."
     )
@@ -86,6 +93,51 @@ class DataConfig(_Section):
     seed: int = Field(0, description="Seed for sampling and splitting.")
 
 
+class DistillConfig(_Section):
+    """How `minime distill` trains the student on the teacher's answers."""
+
+    method: Literal["sft", "kd", "context"] = Field(
+        "kd",
+        description="sft: cross-entropy on the teacher's text (baseline); kd: also match the "
+        "teacher's stored top-k distribution (exact ids for a shared tokenizer, ULD for "
+        "different ones); context: match the student's own base model shown the profile.",
+    )
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl", description="Divergence for kd/context with a shared vocabulary."
+    )
+    beta: float = Field(0.5, gt=0, lt=1, description="Teacher weight of the jsd mixture.")
+    temperature: float = Field(1.0, gt=0, le=10, description="Distillation temperature.")
+    ce_weight: float = Field(
+        1.0, ge=0, description="Weight of cross-entropy on the teacher's text (keeps the stop)."
+    )
+    kd_weight: float = Field(0.5, ge=0, description="Weight of the distillation term.")
+    tuning: Literal["lora", "full"] = Field("full", description="LoRA adapter or all weights.")
+    lora_r: int = Field(32, ge=1, le=512, description="LoRA rank.")
+    lora_alpha: int = Field(64, ge=1, description="LoRA scaling numerator.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    lora_embeddings: bool = Field(
+        False, description="Also train the embedding and output layers fully (with LoRA)."
+    )
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(8, ge=1, description="Rows per device per step.")
+    gradient_accumulation: int = Field(1, ge=1, description="Steps accumulated per update.")
+    max_epochs: int = Field(12, ge=1, description="Upper bound; training stops earlier.")
+    patience: int = Field(
+        2,
+        ge=1,
+        description="Evaluations without a better validation fact recall before stopping.",
+    )
+    eval_per_epoch: int = Field(1, ge=1, le=20, description="Evaluations per epoch.")
+    max_length: int = Field(512, ge=32, description="Longest training row, in tokens.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU that has it, else float32."
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    seed: int = Field(0, description="Seed for initialisation, shuffling and dropout.")
+
+
 class MinimeConfig(_Section):
     """The whole of `minime.yaml`."""
 
@@ -101,6 +153,7 @@ class MinimeConfig(_Section):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 def load_config(path: Path) -> MinimeConfig:

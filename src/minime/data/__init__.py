@@ -1,7 +1,7 @@
 """`minime data`: turn a persona project into the training set the student is distilled from.
 
 Steps, each a function from files to files under `out/data/`, resumable, run in order:
-collect -> augment -> edge -> dedup -> respond -> split, then `report.md`.
+collect -> augment -> edge -> dedup -> respond -> cover -> split, then `report.md`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.project import Project
 
-STEPS = ("collect", "augment", "edge", "dedup", "respond", "split")
+STEPS = ("collect", "augment", "edge", "dedup", "respond", "cover", "split")
 
 FILES = {
     "collect": "collected.jsonl",
@@ -24,6 +24,7 @@ FILES = {
     "prompts": "prompts.jsonl",
     "dedup": "deduped.jsonl",
     "respond": "responses.jsonl",
+    "cover": "covered.jsonl",
     "train": "train.jsonl",
     "val": "val.jsonl",
 }
@@ -55,6 +56,7 @@ def build_dataset(project: Project, steps: tuple[str, ...] = STEPS) -> dict:
     """
     from minime.data.augment import augment
     from minime.data.collect import collect
+    from minime.data.cover import cover
     from minime.data.dedup import dedup
     from minime.data.edge import edge_cases
     from minime.data.respond import respond
@@ -90,9 +92,22 @@ def build_dataset(project: Project, steps: tuple[str, ...] = STEPS) -> dict:
                 report = respond(
                     project, path["dedup"], path["respond"], teacher, config, judge=teacher
                 )
+            elif step == "cover":
+                generators = [models.get(spec) for spec in models_config.generators]
+                teacher = models.get(models_config.teacher)
+                report = cover(
+                    project,
+                    path["respond"],
+                    path["cover"],
+                    generators,
+                    teacher,
+                    models_config.embedder,
+                    config,
+                    judge=teacher if config.judge else None,
+                )
             else:
                 report = split(
-                    path["respond"], path["train"], path["val"], config.val_fraction, config.seed
+                    path["cover"], path["train"], path["val"], config.val_fraction, config.seed
                 )
             summary[step] = json.loads(report.model_dump_json())
     finally:
@@ -110,7 +125,8 @@ def _require_inputs(step: str, path: dict[str, Path]) -> None:
         "augment": ["collect"],
         "dedup": ["collect", "augment", "edge"],
         "respond": ["dedup"],
-        "split": ["respond"],
+        "cover": ["respond"],
+        "split": ["cover"],
     }.get(step, [])
     for key in needs:
         if not path[key].exists():

@@ -95,7 +95,14 @@ def augment(
             have = asked.get(fact.text, [])
             missing = config.questions_per_fact - len(have)
             job = partial(
-                _top_up, backend, system, project.name, fact, missing, have, 5000 + 100 * round_ + i
+                _top_up,
+                backend,
+                system,
+                project.name,
+                fact,
+                missing,
+                have,
+                5000 + 100 * round_ + i,
             )
             key = task_key("top-up", round_, fact.section, fact.text, have, backend.name, system)
             tasks.append((key, job))

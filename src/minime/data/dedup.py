@@ -164,7 +164,7 @@ def _embeddings(
     cache = _load_cache(report_dir, embedder)
     cached = dict(zip(*cache, strict=True)) if cache else {}
     missing = sorted({r.prompt for r in records if r.id not in cached})
-    fresh = dict(zip(missing, _encode(missing, embedder), strict=True)) if missing else {}
+    fresh = dict(zip(missing, encode(missing, embedder), strict=True)) if missing else {}
     rows = [cached[r.id] if r.id in cached else fresh[r.prompt] for r in records]
     embeddings = np.stack(rows).astype(np.float32) if rows else np.empty((0, 0), np.float32)
     if cache is None or ids != cache[0]:
@@ -172,7 +172,7 @@ def _embeddings(
     return embeddings, sum(r.id not in cached for r in records)
 
 
-def _encode(texts: list[str], embedder: str) -> np.ndarray:
+def encode(texts: list[str], embedder: str) -> np.ndarray:
     """Embed `texts` with a local sentence-transformers model, normalised, with a progress bar."""
     model = resolve(embedder)
     if model.kind != "sentence-transformers":

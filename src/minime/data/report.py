@@ -10,8 +10,6 @@ from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl
 from minime.project import Project
 
-MIN_QUESTIONS_PER_FACT = 10
-
 
 def write_report(project: Project, out: Path, summary: dict) -> Path:
     """Write report.md (and coverage.png) from the steps' summaries and output files."""
@@ -26,12 +24,13 @@ def write_report(project: Project, out: Path, summary: dict) -> Path:
             rows += load_jsonl(out / name)
     if rows:
         coverage = fact_coverage(project, rows)
-        short = {fact: n for fact, n in coverage.items() if n < MIN_QUESTIONS_PER_FACT}
+        target = project.config.data.min_questions_per_fact
+        short = {fact: n for fact, n in coverage.items() if n < target}
         lines += [
             "## Fact coverage",
             "",
             f"{len(coverage) - len(short)} of {len(coverage)} profile facts are asked about by "
-            f"at least {MIN_QUESTIONS_PER_FACT} distinct questions in train + val.",
+            f"at least {target} distinct questions in train + val.",
             "",
             "| questions | fact |",
             "| ---: | --- |",
@@ -40,7 +39,7 @@ def write_report(project: Project, out: Path, summary: dict) -> Path:
             "![questions per fact](coverage.png)",
             "",
         ]
-        _plot_coverage(coverage, out / "coverage.png")
+        _plot_coverage(coverage, target, out / "coverage.png")
     path = out / "report.md"
     write_text_atomic(path, "\n".join(lines))
     return path
@@ -63,7 +62,7 @@ def _table(report: dict) -> list[str]:
     return rows
 
 
-def _plot_coverage(coverage: dict[str, int], path: Path) -> None:
+def _plot_coverage(coverage: dict[str, int], target: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,7 +71,7 @@ def _plot_coverage(coverage: dict[str, int], path: Path) -> None:
     counts = sorted(coverage.values())
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.bar(range(len(counts)), counts, color="#4c78a8")
-    ax.axhline(MIN_QUESTIONS_PER_FACT, color="#e45756", linestyle="--", label="target")
+    ax.axhline(target, color="#e45756", linestyle="--", label="target")
     ax.set_xlabel("profile fact (sorted)")
     ax.set_ylabel("distinct questions")
     ax.set_title("Questions per profile fact")

@@ -1,0 +1,158 @@
+"""Step 6 of `minime data`: make sure every profile fact is asked about often enough.
+
+Dedup merges near-identical questions and the answer checks drop some answers, so a fact
+asked 12 ways in `augment` can end with 5 answered questions. A small student only learns
+a fact it sees in many phrasings, so this step counts the answered questions per fact and,
+for each fact short of `min_questions_per_fact`, asks the generators for new questions,
+drops those within the dedup distance of any question already kept, has the teacher answer
+the rest with the same checks as `respond`, and repeats for a few rounds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from minime.backends import ChatBackend
+from minime.config import DataConfig
+from minime.data.augment import generator_system
+from minime.data.dedup import encode
+from minime.data.generate import Fact, ask_list, profile_facts
+from minime.data.records import records_from_results
+from minime.data.respond import respond
+from minime.data.tasks import run_tasks, task_key, work_file
+from minime.jsonl import load_jsonl, write_jsonl
+from minime.project import Project
+
+#: Rounds of asking; facts still short after them are listed in the report.
+COVER_ROUNDS = 3
+#: Extra questions asked beyond the shortfall, for those dedup and the checks will drop.
+MARGIN = 4
+#: One asker per round: small generators write more, and more varied, questions when given
+#: a point of view than when given a list of questions to avoid.
+ASKERS = (
+    "a recruiter who wants specifics",
+    "a curious reader writing short, casual messages",
+    "a conference organiser or a fellow engineer",
+)
+
+
+class CoverReport(BaseModel):
+    """What cover added."""
+
+    facts: int
+    short_before: int
+    asked: int
+    near_duplicates: int
+    answered: int
+    rows: int
+    short_after: dict[str, int]
+
+
+def cover(
+    project: Project,
+    responses: Path,
+    dst: Path,
+    generators: list[ChatBackend],
+    teacher: ChatBackend,
+    embedder: str,
+    config: DataConfig,
+    judge: ChatBackend | None = None,
+) -> CoverReport:
+    """Write `dst`: the rows of `responses` plus answered questions for under-covered facts.
+
+    Each round keeps its prompts in `<stem>.round<N>.prompts.jsonl` and its answers (with
+    `respond`'s work files) in `<stem>.round<N>.jsonl`, so an interrupted run resumes.
+    """
+    rows = load_jsonl(responses)
+    facts = profile_facts(project.profile)
+    target = config.min_questions_per_fact
+    system = generator_system(project)
+    kept = [row["messages"][0]["content"] for row in rows]
+    vectors = encode(kept, embedder) if kept else None
+    short_before = len(_short(facts, rows, target))
+    asked = near = answered = 0
+    workers = config.concurrency if any(g.concurrent for g in generators) else 1
+    for round_ in range(1, COVER_ROUNDS + 1):
+        short = _short(facts, rows, target)
+        if not short:
+            break
+        tasks = []
+        for i, (fact, count) in enumerate(short):
+            backend = generators[(i + round_) % len(generators)]
+            missing = target - count + MARGIN
+            asker = ASKERS[(round_ - 1) % len(ASKERS)]
+            seed = 9000 + 100 * round_ + i
+            job = partial(_ask, backend, system, project.name, fact, missing, asker, seed)
+            key = task_key("cover", round_, fact.text, missing, asker, backend.name, system)
+            tasks.append((key, job))
+        results = run_tasks(
+            work_file(dst, f"round{round_}.questions"), tasks, f"cover: {len(short)} facts", workers
+        )
+        candidates = records_from_results(list(results.values()))
+        asked += len(candidates)
+        fresh, fresh_vectors = _distinct(candidates, vectors, config.dedup_threshold, embedder)
+        near += len(candidates) - len(fresh)
+        if not fresh:
+            continue
+        prompts = work_file(dst, f"round{round_}.prompts")
+        write_jsonl(prompts, (r.model_dump() for r in fresh))
+        answers = work_file(dst, f"round{round_}")
+        respond(project, prompts, answers, teacher, config, judge=judge)
+        new_rows = load_jsonl(answers)
+        answered += len(new_rows)
+        rows += new_rows
+        vectors = fresh_vectors if vectors is None else np.concatenate([vectors, fresh_vectors])
+    write_jsonl(dst, rows)
+    return CoverReport(
+        facts=len(facts),
+        short_before=short_before,
+        asked=asked,
+        near_duplicates=near,
+        answered=answered,
+        rows=len(rows),
+        short_after={fact.text: n for fact, n in _short(facts, rows, target)},
+    )
+
+
+def _ask(
+    backend: ChatBackend, system: str, name: str, fact: Fact, count: int, asker: str, seed: int
+) -> dict:
+    instruction = (
+        f"You are {asker}. Write {count} different questions you could type into {name}'s "
+        f'website chat whose answer is this statement from the profile:\n"{fact.text}"\n'
+        f"Call {name} by name or she/he/they, never 'you'. Vary the wording and the length."
+    )
+    return {
+        "source": "profile",
+        "category": "question",
+        "origin": f"profile: {fact.section}",
+        "fact": fact.text,
+        "generator": backend.name,
+        "prompts": ask_list(backend, system, instruction, count, seed=seed, temperature=0.9),
+    }
+
+
+def _short(facts, rows: list[dict], target: int):
+    """(fact, answered questions) for each fact with fewer than `target`."""
+    counts = Counter(row.get("fact") for row in rows)
+    return [(f, counts[f.text]) for f in facts if counts[f.text] < target]
+
+
+def _distinct(candidates, vectors: np.ndarray | None, threshold: float, embedder: str):
+    """The candidates farther than `threshold` (cosine distance) from every kept question
+    (`vectors`, normalised) and from each other, with their embeddings."""
+    if not candidates:
+        return [], None
+    embedded = encode([r.prompt for r in candidates], embedder)
+    chosen: list[int] = []
+    for i, vector in enumerate(embedded):
+        pool = [p for p in (vectors, embedded[chosen]) if p is not None and len(p)]
+        similarity = max((float((p @ vector).max()) for p in pool), default=-1.0)
+        if 1.0 - similarity >= threshold:
+            chosen.append(i)
+    return [candidates[i] for i in chosen], embedded[chosen]

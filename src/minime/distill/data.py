@@ -1,0 +1,246 @@
+"""Training rows as token ids, label masks and aligned teacher distributions.
+
+Each row of `train.jsonl` is a user question and the teacher's answer. The student sees the
+question through its own chat template, with no profile, and learns the answer tokens plus
+the end-of-turn token, so it learns to stop. TRL's `assistant_only_loss` needs
+`{% generation %}` markers that SmolLM2's template lacks, so the prompt and completion
+are tokenized separately here and only the completion is labelled.
+
+The teacher's stored top-k log-probs are attached to the student positions they belong to:
+- same tokenizer: the teacher's own answer ids are the student's, position for position;
+- different tokenizers: a teacher token and a student token are paired when they start at
+  the same character of the answer, i.e. when both predict from the same text prefix
+  (for the Universal Logit Distillation loss, which compares sorted probabilities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from minime.chat import system_prompt
+from minime.errors import InputError
+from minime.jsonl import read_jsonl
+
+IGNORE = -100
+
+
+@dataclass
+class Example:
+    """One tokenized row: student input, labels, and teacher data per predicting position."""
+
+    input_ids: list[int]
+    labels: list[int]
+    #: position -> (teacher top ids, teacher top log-probs), for positions with teacher data.
+    teacher_top: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
+    #: Context distillation: the teacher's input (profile in the prompt) and, per student
+    #: position, the teacher position that predicts the same token.
+    teacher_input_ids: list[int] | None = None
+    teacher_positions: dict[int, int] = field(default_factory=dict)
+    row: dict = field(default_factory=dict)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Training rows; each must have a user message followed by an assistant message.
+
+    :raises InputError: naming the file, line and field of a malformed row.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: missing; run `minime data` first")
+    rows = []
+    for number, row in read_jsonl(path):
+        messages = row.get("messages")
+        if not isinstance(messages, list) or len(messages) < 2:
+            raise InputError(f'{path}:{number}: field "messages": expected a user and an answer')
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                raise InputError(
+                    f'{path}:{number}: field "messages.{i}.content": expected a string'
+                )
+        if messages[-1].get("role") != "assistant":
+            raise InputError(
+                f'{path}:{number}: field "messages.{len(messages) - 1}.role": '
+                "the last message must be the assistant's answer"
+            )
+        rows.append(row)
+    return rows
+
+
+def same_vocabulary(tokenizer, rows: list[dict], sample: int = 50) -> bool:
+    """Whether the teacher's token ids mean the same strings in the student's vocabulary.
+
+    Compares the teacher's stored (id, text) pairs of up to `sample` rows with the student
+    tokenizer's decoding of the same ids; vocabularies that differ only by padding ids at
+    the end (Gemma 3 12B vs 270M) still count as the same.
+    """
+    checked = agreed = 0
+    for row in rows:
+        logprobs = row.get("teacher_logprobs")
+        if not logprobs:
+            continue
+        for token_id, text in zip(logprobs["ids"], logprobs["tokens"], strict=True):
+            if not text.strip():
+                continue
+            # Stripped: decoders differ on a lone token's leading space ("▁works", "Ġworks").
+            checked += 1
+            agreed += token_id < len(tokenizer) and tokenizer.decode([token_id]).strip() == (
+                text.strip()
+            )
+        sample -= 1
+        if sample == 0:
+            break
+    return checked > 0 and agreed >= 0.98 * checked
+
+
+def encode_row(
+    tokenizer,
+    row: dict,
+    end_of_turn: str,
+    *,
+    same_vocab: bool,
+    max_length: int,
+    context_system: str | None = None,
+) -> Example | None:
+    """Tokenize one row; None when it does not fit in `max_length`.
+
+    :param end_of_turn: the text the chat template puts after an answer (e.g. "<|im_end|>\\n").
+    :param context_system: for context distillation, the system prompt (with the profile)
+        that the teacher copy of the student sees.
+    """
+    messages, answer = row["messages"][:-1], row["messages"][-1]["content"]
+    prompt_ids = _prompt_ids(tokenizer, messages)
+    logprobs = row.get("teacher_logprobs")
+    if same_vocab and logprobs:
+        # The teacher's own ids: the text is the same, and the ids stay aligned with the
+        # stored distributions even where retokenizing would split differently.
+        answer_ids, offsets = list(logprobs["ids"]), None
+    else:
+        encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+        answer_ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    suffix_ids = tokenizer(end_of_turn, add_special_tokens=False)["input_ids"]
+    completion = answer_ids + suffix_ids
+    input_ids = prompt_ids + completion
+    if len(input_ids) > max_length:
+        return None
+    start = len(prompt_ids)
+    # labels[i] is the token that logits at position i predict (already shifted).
+    labels = [IGNORE] * len(input_ids)
+    for i, token in enumerate(completion):
+        labels[start - 1 + i] = token
+    example = Example(input_ids=input_ids, labels=labels, row=row)
+    if logprobs:
+        example.teacher_top = _teacher_top(logprobs, answer, start, offsets)
+    if context_system is not None:
+        teacher_prompt = _prompt_ids(
+            tokenizer, [{"role": "system", "content": context_system}, *messages]
+        )
+        example.teacher_input_ids = teacher_prompt + completion
+        shift = len(teacher_prompt) - start
+        example.teacher_positions = {
+            start - 1 + i: start - 1 + i + shift for i in range(len(completion))
+        }
+    return example
+
+
+def context_system_prompt(name: str, profile: str) -> str:
+    """What the teacher copy of the student sees in context distillation: the chat policy."""
+    return system_prompt(name, profile)
+
+
+def end_of_turn_text(tokenizer) -> str:
+    """The text the chat template writes after an assistant answer (end-of-turn marker)."""
+    marker = "\x00ANSWER\x00"
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return text.split(marker, 1)[1]
+
+
+def _prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _teacher_top(logprobs: dict, answer: str, start: int, offsets) -> dict:
+    """Student position -> teacher (top ids, top log-probs) for the answer tokens."""
+    tops = list(zip(logprobs["top_ids"], logprobs["top_logprobs"], strict=True))
+    if offsets is None:
+        return {start - 1 + i: top for i, top in enumerate(tops)}
+    teacher_starts, position = {}, 0
+    for j, piece in enumerate(logprobs["tokens"]):
+        # Token texts that do not spell the answer (split UTF-8 characters) end alignment.
+        if not answer.startswith(piece, position):
+            break
+        begin = _content_start(answer, position, position + len(piece))
+        if begin is not None:
+            teacher_starts.setdefault(begin, j)
+        position += len(piece)
+    aligned = {}
+    for i, (char_start, char_end) in enumerate(offsets):
+        begin = _content_start(answer, char_start, char_end)
+        j = teacher_starts.get(begin) if begin is not None else None
+        if j is not None:
+            aligned[start - 1 + i] = tops[j]
+    return aligned
+
+
+def _content_start(text: str, start: int, end: int) -> int | None:
+    """The first non-space character of a token's span (None for an all-space token).
+
+    Tokenizers disagree on whether a word's leading space belongs to its offsets; both
+    sides are compared from the first visible character.
+    """
+    while start < end and text[start].isspace():
+        start += 1
+    return start if start < end else None
+
+
+def collate(examples: list[Example], pad_id: int, top_k: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch tensors; teacher slots without data are padded with -inf."""
+    length = max(len(e.input_ids) for e in examples)
+    batch = len(examples)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    attention = torch.zeros((batch, length), dtype=torch.long)
+    labels = torch.full((batch, length), IGNORE, dtype=torch.long)
+    top_ids = torch.zeros((batch, length, top_k), dtype=torch.long)
+    top_logprobs = torch.full((batch, length, top_k), float("-inf"))
+    kd_mask = torch.zeros((batch, length), dtype=torch.bool)
+    for b, example in enumerate(examples):
+        n = len(example.input_ids)
+        input_ids[b, :n] = torch.tensor(example.input_ids)
+        attention[b, :n] = 1
+        labels[b, :n] = torch.tensor(example.labels)
+        for position, (ids, values) in example.teacher_top.items():
+            k = min(top_k, len(ids))
+            top_ids[b, position, :k] = torch.tensor(ids[:k])
+            top_logprobs[b, position, :k] = torch.tensor(values[:k])
+            kd_mask[b, position] = True
+    out = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "labels": labels,
+        "top_ids": top_ids,
+        "top_logprobs": top_logprobs,
+        "kd_mask": kd_mask,
+    }
+    if examples[0].teacher_input_ids is not None:
+        t_length = max(len(e.teacher_input_ids) for e in examples)
+        t_ids = torch.full((batch, t_length), pad_id, dtype=torch.long)
+        t_attention = torch.zeros((batch, t_length), dtype=torch.long)
+        positions = torch.zeros((batch, length), dtype=torch.long)
+        context_mask = torch.zeros((batch, length), dtype=torch.bool)
+        for b, example in enumerate(examples):
+            n = len(example.teacher_input_ids)
+            t_ids[b, :n] = torch.tensor(example.teacher_input_ids)
+            t_attention[b, :n] = 1
+            for position, teacher_position in example.teacher_positions.items():
+                positions[b, position] = teacher_position
+                context_mask[b, position] = True
+        out |= {
+            "teacher_input_ids": t_ids,
+            "teacher_attention_mask": t_attention,
+            "teacher_positions": positions,
+            "context_mask": context_mask,
+        }
+    return out

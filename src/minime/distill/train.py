@@ -1,0 +1,523 @@
+"""`minime distill DIR`: train the student on `out/data/`, write the merged model and report.
+
+Outputs under `out/distill/`: `model/` (the merged 16-bit student with its tokenizer and
+chat template), `adapter/` (LoRA runs), `report.json`, `report.md`, `loss_curve.png`, and
+`checkpoints/` while training (resumable with `--resume`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from minime.config import DistillConfig
+from minime.distill.data import (
+    collate,
+    context_system_prompt,
+    encode_row,
+    end_of_turn_text,
+    read_rows,
+    same_vocabulary,
+)
+from minime.distill.recall import key_terms, recalls
+from minime.distill.student import end_of_turn_ids, load_student, student_folder
+from minime.errors import InputError
+from minime.fileio import write_text_atomic
+from minime.jsonl import load_jsonl
+from minime.project import Project
+
+#: Tokens generated per answer when measuring fact recall.
+RECALL_MAX_TOKENS = 64
+#: Training questions per fact whose recall is measured after training.
+TRAIN_PROBES_PER_FACT = 3
+
+
+class DistillReport(BaseModel):
+    """What `minime distill` did and how well the student learned."""
+
+    student: str
+    method: str
+    mode: str
+    tuning: str
+    trainable_parameters: int
+    train_rows: int
+    val_rows: int
+    skipped_too_long: int
+    steps: int
+    epochs: float
+    tokens: int
+    seconds: float
+    tokens_per_second: float
+    final_train_loss: float | None
+    best_val_loss: float | None
+    best_fact_recall: float | None
+    best_step: int | None
+    fact_recall_train: float | None
+    fact_recall_val: float | None
+    persona_fact_accuracy: float | None
+    per_fact: dict[str, dict[str, float | None]]
+    persona_failures: list[dict]
+    history: list[dict]
+
+
+def distill(project: Project, resume: bool = False) -> DistillReport:
+    """Train the student of `project` on its dataset; write `out/distill/` and return the report.
+
+    :param resume: continue from the newest complete checkpoint instead of starting over.
+    :raises InputError: if the dataset is missing or malformed.
+    """
+    from transformers import EarlyStoppingCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from minime.distill.trainer import (
+        CompleteMarker,
+        DistillTrainer,
+        RichProgress,
+        last_complete_checkpoint,
+    )
+
+    config = project.config.distill
+    data_dir, out = project.out_dir("data"), project.out_dir("distill")
+    train_rows = read_rows(data_dir / "train.jsonl")
+    val_rows = read_rows(data_dir / "val.jsonl") if (data_dir / "val.jsonl").exists() else []
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+
+    folder = student_folder(project.config.models.student)
+    model, tokenizer = load_student(folder)
+    end_ids = end_of_turn_ids(tokenizer)
+    same_vocab = same_vocabulary(tokenizer, train_rows)
+    mode = _mode(config.method, same_vocab)
+    context = context_system_prompt(project.name, project.profile) if mode == "context" else None
+    suffix = end_of_turn_text(tokenizer)
+
+    def encode(rows):
+        examples = [
+            encode_row(
+                tokenizer,
+                row,
+                suffix,
+                same_vocab=same_vocab,
+                max_length=config.max_length,
+                context_system=context,
+            )
+            for row in rows
+        ]
+        return [e for e in examples if e is not None], sum(e is None for e in examples)
+
+    train_set, skipped_train = encode(train_rows)
+    val_set, skipped_val = encode(val_rows)
+    if not train_set:
+        raise InputError(f"{data_dir / 'train.jsonl'}: no row fits in {config.max_length} tokens")
+    top_k = max((len(ids) for e in train_set for ids, _ in e.teacher_top.values()), default=1)
+
+    model, context_teacher = _prepare(model, folder, config, mode)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    bf16 = _use_bf16(config)
+    steps_per_epoch = math.ceil(
+        len(train_set) / (config.batch_size * config.gradient_accumulation * _world_size())
+    )
+    eval_steps = max(1, steps_per_epoch // config.eval_per_epoch)
+    total_steps = steps_per_epoch * config.max_epochs
+    probe = _recall_probe(val_rows, project.name)
+    checkpoints = out / "checkpoints"
+    start_from = last_complete_checkpoint(checkpoints) if resume and checkpoints.exists() else None
+    if start_from is None and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=round(config.warmup_ratio * total_steps),
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.max_epochs,
+        eval_strategy="steps" if val_set else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=bool(val_set),
+        metric_for_best_model="fact_recall" if probe else "loss",
+        greater_is_better=bool(probe),
+        logging_steps=max(1, min(10, eval_steps // 2)),
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+    pad_id = tokenizer.pad_token_id
+    trainer = DistillTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set or None,
+        data_collator=lambda batch: collate(batch, pad_id, top_k),
+        distill=config,
+        mode=mode,
+        context_teacher=context_teacher,
+        generate_answers=lambda m, rows: generate_answers(m, tokenizer, rows, end_ids),
+        recall_probe=probe,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(RichProgress(trainer))
+    trainer.add_callback(CompleteMarker())
+    if val_set:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.patience))
+    started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
+    seconds = time.monotonic() - started
+    if not trainer.is_world_process_zero():
+        return None
+    model = trainer.model
+    _save_outputs(model, tokenizer, folder, out, config, project, mode)
+    report = _evaluate_and_report(
+        project=project,
+        model=model,
+        tokenizer=tokenizer,
+        end_ids=end_ids,
+        config=config,
+        mode=mode,
+        train_rows=train_rows,
+        val_rows=val_rows,
+        probe=probe,
+        history=trainer.state.log_history,
+        tokens=trainer.tokens_seen,
+        seconds=seconds,
+        trainable=trainable,
+        skipped=skipped_train + skipped_val,
+        steps=trainer.state.global_step,
+        epochs=trainer.state.epoch or 0.0,
+        best_step=_best_step(trainer.state),
+    )
+    write_text_atomic(out / "report.json", report.model_dump_json(indent=2) + "\n")
+    _plot_curves(report.history, out / "loss_curve.png")
+    write_text_atomic(out / "report.md", _markdown(report))
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return report
+
+
+def _mode(method: str, same_vocab: bool) -> str:
+    if method == "kd":
+        return "sparse" if same_vocab else "uld"
+    return method
+
+
+def _use_bf16(config: DistillConfig) -> bool:
+    if config.dtype == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return config.dtype == "bfloat16"
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _prepare(model, folder: Path, config: DistillConfig, mode: str):
+    """The model to train (LoRA-wrapped or not) and, for context KD with full tuning, a frozen
+    copy of the base as the teacher."""
+    context_teacher = None
+    if config.tuning == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets: str | list[str] = "all-linear"
+        if config.lora_embeddings:
+            linear = {
+                name.rsplit(".", 1)[-1]
+                for name, module in model.named_modules()
+                if isinstance(module, torch.nn.Linear) and "lm_head" not in name
+            }
+            targets = sorted(linear | {"embed_tokens"})
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    elif mode == "context":
+        context_teacher, _ = load_student(folder)
+        context_teacher.requires_grad_(False).eval()
+    return model, context_teacher
+
+
+def _recall_probe(rows: list[dict], name: str) -> list[tuple[dict, set[str]]]:
+    """Questions written about a profile fact, with the key terms a right answer contains."""
+    probe = []
+    for row in rows:
+        if row.get("fact") and row.get("category") == "question" and row.get("teacher") != "policy":
+            keys = key_terms(row["fact"], row["messages"][-1]["content"], name)
+            if keys:
+                probe.append((row, keys))
+    return probe
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, rows: list[dict], end_ids: list[int]) -> list[str]:
+    """Greedy answers of `model` to the user turns of `rows` (no profile), in batches."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    answers = []
+    for start in range(0, len(rows), 16):
+        prompts = []
+        for row in rows[start : start + 16]:
+            text = tokenizer.apply_chat_template(
+                row["messages"][:-1], tokenize=False, add_generation_prompt=True
+            )
+            prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        generated = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=RECALL_MAX_TOKENS,
+            do_sample=False,
+            eos_token_id=end_ids,
+            pad_token_id=pad,
+        )
+        answers += tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+    if was_training:
+        model.train()
+    return [a.strip() for a in answers]
+
+
+def _save_outputs(model, tokenizer, folder: Path, out: Path, config, project, mode) -> None:
+    """Write `adapter/` (LoRA) and the merged bf16 `model/`, each through a temp folder."""
+    if config.tuning == "lora":
+        _atomic_folder(out / "adapter", lambda tmp: model.save_pretrained(tmp))
+        # Merged in float32 (the weights trained against), then stored as bfloat16; never
+        # merged into a quantized base (peft#2321).
+        import copy
+
+        merged = copy.deepcopy(model).merge_and_unload()
+    else:
+        merged = model
+    info = (
+        json.loads((folder / "minime.json").read_text())
+        if (folder / "minime.json").exists()
+        else {}
+    )
+    meta = {
+        "student": project.config.models.student,
+        "base": info,
+        "method": config.method,
+        "mode": mode,
+        "tuning": config.tuning,
+        "end_of_turn_ids": end_of_turn_ids(tokenizer),
+        "chat_template": tokenizer.chat_template,
+    }
+
+    def save(tmp: Path) -> None:
+        merged.to(torch.bfloat16).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "minime.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    _atomic_folder(out / "model", save)
+    if merged is model:
+        model.to(torch.float32)
+
+
+def _atomic_folder(target: Path, write) -> None:
+    """Write a folder through a temp sibling and swap it into place."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _best_step(state) -> int | None:
+    if state.best_model_checkpoint:
+        return int(Path(state.best_model_checkpoint).name.split("-")[1])
+    return None
+
+
+def _evaluate_and_report(
+    *,
+    project,
+    model,
+    tokenizer,
+    end_ids,
+    config,
+    mode,
+    train_rows,
+    val_rows,
+    probe,
+    history,
+    tokens,
+    seconds,
+    trainable,
+    skipped,
+    steps,
+    epochs,
+    best_step,
+) -> DistillReport:
+    """Per-fact recall on training and validation questions, and the persona's own held-out
+    questions (`questions.jsonl`, category "fact"), with the trained model."""
+    train_probe = _sample_per_fact(_recall_probe(train_rows, project.name))
+    per_fact: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"train": [], "val": []})
+    for split, items in (("train", train_probe), ("val", probe)):
+        answers = generate_answers(model, tokenizer, [row for row, _ in items], end_ids)
+        for answer, (row, keys) in zip(answers, items, strict=True):
+            per_fact[row["fact"]][split].append(recalls(answer, keys))
+    persona, failures = _persona_accuracy(project, model, tokenizer, end_ids)
+    evals = [h for h in history if "eval_loss" in h]
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    return DistillReport(
+        student=project.config.models.student,
+        method=config.method,
+        mode=mode,
+        tuning=config.tuning,
+        trainable_parameters=trainable,
+        train_rows=len(train_rows),
+        val_rows=len(val_rows),
+        skipped_too_long=skipped,
+        steps=steps,
+        epochs=round(epochs, 2),
+        tokens=tokens,
+        seconds=round(seconds, 1),
+        tokens_per_second=round(tokens / max(seconds, 1e-9), 1),
+        final_train_loss=train_losses[-1] if train_losses else None,
+        best_val_loss=min((h["eval_loss"] for h in evals), default=None),
+        best_fact_recall=max((h.get("eval_fact_recall", 0) for h in evals), default=None),
+        best_step=best_step,
+        fact_recall_train=_share([v for f in per_fact.values() for v in f["train"]]),
+        fact_recall_val=_share([v for f in per_fact.values() for v in f["val"]]),
+        persona_fact_accuracy=persona,
+        per_fact={
+            fact: {"train": _share(v["train"]), "val": _share(v["val"])}
+            for fact, v in per_fact.items()
+        },
+        persona_failures=failures,
+        history=history,
+    )
+
+
+def _sample_per_fact(probe: list[tuple[dict, set[str]]]) -> list[tuple[dict, set[str]]]:
+    taken: dict[str, int] = defaultdict(int)
+    sample = []
+    for row, keys in probe:
+        if taken[row["fact"]] < TRAIN_PROBES_PER_FACT:
+            taken[row["fact"]] += 1
+            sample.append((row, keys))
+    return sample
+
+
+def _share(values: list[bool]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _persona_accuracy(project: Project, model, tokenizer, end_ids) -> tuple[float | None, list]:
+    """Share of the persona's fact questions answered with every expected pattern."""
+    import re
+
+    path = project.root / "questions.jsonl"
+    if not path.is_file():
+        return None, []
+    items = [q for q in load_jsonl(path) if q.get("category") == "fact"]
+    if not items:
+        return None, []
+    rows = [{"messages": [{"role": "user", "content": q["question"]}, {}]} for q in items]
+    answers = generate_answers(model, tokenizer, rows, end_ids)
+    failures = []
+    for item, answer in zip(items, answers, strict=True):
+        present = all(re.search(p, answer, re.IGNORECASE) for p in item.get("must_contain", []))
+        absent = not any(
+            re.search(p, answer, re.IGNORECASE) for p in item.get("must_not_contain", [])
+        )
+        if not (present and absent):
+            failures.append({"question": item["question"], "answer": answer})
+    return round(1 - len(failures) / len(items), 4), failures
+
+
+def _plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", color="#4c78a8")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), "o-", label="validation loss", color="#f58518")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    recall = [(h["step"], h["eval_fact_recall"]) for h in history if "eval_fact_recall" in h]
+    if recall:
+        right = ax.twinx()
+        right.plot(*zip(*recall, strict=True), "s--", color="#54a24b", label="val fact recall")
+        right.set_ylabel("fact recall")
+        right.set_ylim(0, 1)
+        right.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    ax.set_title("minime distill")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _markdown(report: DistillReport) -> str:
+    def pct(value):
+        return "n/a" if value is None else f"{100 * value:.0f}%"
+
+    lines = [
+        f"# Distilled student: {report.student}",
+        "",
+        f"Method {report.method} ({report.mode}), {report.tuning} tuning, "
+        f"{report.trainable_parameters:,} trainable parameters.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| rows | {report.train_rows} train, {report.val_rows} validation, "
+        f"{report.skipped_too_long} too long |",
+        f"| steps | {report.steps} ({report.epochs} epochs), best at {report.best_step} |",
+        f"| time | {report.seconds:.0f} s, {report.tokens_per_second:.0f} tokens/s |",
+        f"| final train loss | {report.final_train_loss} |",
+        f"| best validation loss | {report.best_val_loss} |",
+        f"| fact recall | train {pct(report.fact_recall_train)}, "
+        f"validation {pct(report.fact_recall_val)} |",
+        f"| persona's held-out fact questions | {pct(report.persona_fact_accuracy)} |",
+        "",
+        "![loss curve](loss_curve.png)",
+        "",
+        "## Recall per fact",
+        "",
+        "| train | validation | fact |",
+        "| ---: | ---: | --- |",
+    ]
+    ordered = sorted(report.per_fact.items(), key=lambda kv: (kv[1]["val"] or 0, kv[0]))
+    lines += [f"| {pct(v['train'])} | {pct(v['val'])} | {fact} |" for fact, v in ordered]
+    if report.persona_failures:
+        lines += ["", "## Held-out questions answered wrong", ""]
+        lines += [f"- **{f['question']}** {f['answer']}" for f in report.persona_failures]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,198 @@
+"""The training loop: transformers' Trainer with minime's losses, fact-recall evaluation,
+checkpoints a SIGKILL cannot corrupt, and a progress bar with loss and tokens/s.
+
+Trainer brings what a serious run needs (gradient accumulation, cosine schedule, seeds,
+bf16, `accelerate launch` on several GPUs, best-checkpoint tracking, resume); minime adds
+the loss mix over the stored teacher distributions, which no library reads (TRL has no
+offline top-k store), and stops when the validation fact recall stops improving.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from transformers import Trainer, TrainerCallback
+
+from minime.config import DistillConfig
+from minime.distill.losses import cross_entropy, dense_kd_loss, sparse_kd_loss, uld_loss
+from minime.distill.recall import recalls
+from minime.fileio import write_text_atomic
+
+#: Written into a checkpoint folder after everything else: only marked folders are resumed.
+COMPLETE_MARKER = "minime-complete"
+
+
+class DistillTrainer(Trainer):
+    """Trainer whose loss is `ce_weight` x cross-entropy + `kd_weight` x distillation.
+
+    :param mode: "sft" (cross-entropy only), "sparse" (exact top-k KD, shared vocabulary),
+        "uld" (sorted-probability KD across tokenizers) or "context" (the student's own base
+        model, shown the profile, gives full logits).
+    :param context_teacher: for "context" with full tuning, a frozen copy of the base; with
+        LoRA the base is the student with its adapter switched off.
+    :param recall_probe: (questions, key terms) whose answers are generated at every
+        evaluation to measure fact recall.
+    """
+
+    def __init__(
+        self,
+        *args,
+        distill: DistillConfig,
+        mode: str,
+        generate_answers,
+        recall_probe: list[tuple[dict, set[str]]],
+        context_teacher=None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.distill = distill
+        self.mode = mode
+        self.context_teacher = context_teacher
+        self.generate_answers = generate_answers
+        self.recall_probe = recall_probe
+        # The loss is a mean per batch; Trainer divides it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.tokens_seen = 0
+        self._parts: dict[str, list[float]] = {"ce": [], "kd": []}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The weighted sum of cross-entropy and the mode's distillation loss."""
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        logits = outputs.logits
+        ce = cross_entropy(logits, inputs["labels"])
+        loss = self.distill.ce_weight * ce
+        kd = self._kd_loss(model, logits, inputs) if self.mode != "sft" else None
+        if kd is not None:
+            loss = loss + self.distill.kd_weight * kd
+        if model.training:
+            self.tokens_seen += int(inputs["attention_mask"].sum())
+            self._parts["ce"].append(float(ce.detach()))
+            if kd is not None:
+                self._parts["kd"].append(float(kd.detach()))
+        return (loss, outputs) if return_outputs else loss
+
+    def _kd_loss(self, model, logits, inputs):
+        config = self.distill
+        if self.mode == "sparse":
+            return sparse_kd_loss(
+                logits,
+                inputs["top_ids"],
+                inputs["top_logprobs"],
+                inputs["kd_mask"],
+                kind=config.divergence,
+                beta=config.beta,
+                temperature=config.temperature,
+            )
+        if self.mode == "uld":
+            return uld_loss(
+                logits, inputs["top_logprobs"], inputs["kd_mask"], temperature=config.temperature
+            )
+        teacher_logits = self._context_logits(model, inputs)
+        return dense_kd_loss(
+            logits,
+            teacher_logits,
+            inputs["context_mask"],
+            kind=config.divergence,
+            beta=config.beta,
+            temperature=config.temperature,
+        )
+
+    @torch.no_grad()
+    def _context_logits(self, model, inputs) -> torch.Tensor:
+        """The profile-prompted base model's logits, moved to the student's positions."""
+        ids, mask = inputs["teacher_input_ids"], inputs["teacher_attention_mask"]
+        if self.context_teacher is not None:
+            logits = self.context_teacher(input_ids=ids, attention_mask=mask).logits
+        else:
+            with self.accelerator.unwrap_model(model).disable_adapter():
+                logits = model(input_ids=ids, attention_mask=mask).logits
+        index = inputs["teacher_positions"].unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+        return logits.gather(1, index)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Add the loss components and tokens seen to Trainer's training logs."""
+        if "loss" in logs:
+            for part, values in self._parts.items():
+                if values:
+                    logs[f"{part}_loss"] = round(sum(values) / len(values), 4)
+                values.clear()
+            logs["tokens"] = self.tokens_seen
+        super().log(logs, *args, **kwargs)
+
+    def evaluation_loop(self, *args, **kwargs):
+        """Validation loss, plus the share of validation fact questions answered right."""
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        if self.recall_probe:
+            questions = [row for row, _ in self.recall_probe]
+            answers = self.generate_answers(self.model, questions)
+            hits = [
+                recalls(a, keys) for a, (_, keys) in zip(answers, self.recall_probe, strict=True)
+            ]
+            output.metrics[f"{prefix}_fact_recall"] = round(sum(hits) / len(hits), 4)
+        return output
+
+
+class CompleteMarker(TrainerCallback):
+    """Marks a checkpoint folder complete once Trainer has written all of it."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            write_text_atomic(folder / COMPLETE_MARKER, f"{state.global_step}\n")
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint with the completion marker; unmarked ones (cut short) are left
+    out, so a run killed while saving resumes from the one before."""
+    marked = [p for p in folder.glob("checkpoint-*") if (p / COMPLETE_MARKER).is_file()]
+    return max(marked, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+class RichProgress(TrainerCallback):
+    """A progress bar with the latest training loss, tokens/s and validation figures."""
+
+    def __init__(self, trainer: DistillTrainer) -> None:
+        self.trainer = trainer
+        self.progress: Progress | None = None
+        self.started = 0.0
+        self.start_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress = Progress(
+            TextColumn("distill"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("{task.fields[figures]}"),
+            TimeRemainingColumn(),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "distill", total=state.max_steps, completed=state.global_step, figures=""
+        )
+        self.started, self.start_tokens = time.monotonic(), self.trainer.tokens_seen
+        self.figures: dict[str, str] = {}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = (self.trainer.tokens_seen - self.start_tokens) / elapsed
+        self.figures["tok/s"] = f"{rate:.0f}"
+        self._show(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, label in (("loss", "loss"), ("eval_loss", "val"), ("eval_fact_recall", "recall")):
+            if logs and key in logs:
+                self.figures[label] = f"{logs[key]:.3f}"
+        self._show(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _show(self, state):
+        if self.progress is not None:
+            text = "  ".join(f"{k} {v}" for k, v in self.figures.items())
+            self.progress.update(self.task, completed=state.global_step, figures=text)

@@ -1,0 +1,105 @@
+"""`cover` tops up facts with too few answered questions, skipping near-duplicates."""
+
+import hashlib
+
+import numpy as np
+
+from minime.backends import ChatBackend, Delta, Usage
+from minime.config import DataConfig
+from minime.data import cover as cover_module
+from minime.data.cover import cover
+from minime.jsonl import load_jsonl, write_jsonl
+from minime.project import Project
+
+from conftest import FakeTeacher
+
+PROFILE = "# Ada Byte\n\n- Ada builds bridges in Lund.\n- Ada keeps bees on her roof.\n"
+BRIDGES, BEES = "Ada builds bridges in Lund.", "Ada keeps bees on her roof."
+
+
+class QuestionWriter(ChatBackend):
+    """A generator that writes new numbered questions, plus one already in the data."""
+
+    name = "question-writer"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def stream(self, messages, params):
+        self.calls += 1
+        topic = "bees" if "bees" in messages[-1]["content"] else "bridges"
+        lines = [f"What about Ada and {topic}, part {self.calls}-{i}?" for i in range(4)]
+        lines.append("What does Ada build?")
+        yield Delta(text="\n".join(lines))
+        yield Delta(text="", finish_reason="stop", usage=Usage(10, 5))
+
+
+def fake_encode(texts, embedder):
+    """One random unit vector per distinct text: equal texts are duplicates, others are not."""
+    rows = []
+    for text in texts:
+        seed = int(hashlib.sha256(text.lower().encode()).hexdigest()[:8], 16)
+        vector = np.random.default_rng(seed).normal(size=64)
+        rows.append(vector / np.linalg.norm(vector))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def row(question, fact):
+    return {
+        "id": question,
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "Ada builds bridges in Lund."},
+        ],
+        "category": "question",
+        "fact": fact,
+    }
+
+
+def test_cover_tops_up_short_facts_and_skips_duplicates(tmp_path, monkeypatch):
+    monkeypatch.setattr(cover_module, "encode", fake_encode)
+    (tmp_path / "profile.md").write_text(PROFILE)
+    project = Project.open(tmp_path)
+    responses, dst = tmp_path / "responses.jsonl", tmp_path / "covered.jsonl"
+    existing = [row("What does Ada build?", BRIDGES), row("Where does Ada work?", BRIDGES)]
+    write_jsonl(responses, existing)
+    config = DataConfig(min_questions_per_fact=5, judge=False)
+    writer, teacher = QuestionWriter(), FakeTeacher({}, default="Ada builds bridges in Lund.")
+
+    report = cover(project, responses, dst, [writer], teacher, "fake", config)
+
+    rows = load_jsonl(dst)
+    questions = [r["messages"][0]["content"] for r in rows]
+    assert len(questions) == len(set(q.lower() for q in questions))
+    per_fact = {fact: sum(r["fact"] == fact for r in rows) for fact in (BRIDGES, BEES)}
+    assert per_fact[BRIDGES] >= 5 and per_fact[BEES] >= 5
+    assert rows[:2] == existing
+    assert report.short_before == 2 and report.short_after == {}
+    assert report.near_duplicates >= 1  # "What does Ada build?" again
+    assert report.rows == len(rows) == 2 + report.answered
+    # A rerun asks and answers nothing again.
+    calls, asked = writer.calls, len(teacher.asked)
+    again = cover(project, responses, dst, [writer], teacher, "fake", config)
+    assert (writer.calls, len(teacher.asked)) == (calls, asked)
+    assert load_jsonl(dst) == rows and again.rows == report.rows
+
+
+def test_cover_reports_facts_it_could_not_fill(tmp_path, monkeypatch):
+    monkeypatch.setattr(cover_module, "encode", fake_encode)
+    (tmp_path / "profile.md").write_text(PROFILE)
+    project = Project.open(tmp_path)
+    write_jsonl(tmp_path / "responses.jsonl", [])
+    config = DataConfig(min_questions_per_fact=5, judge=False)
+    # Every answer declines, so none of the fact questions is accepted.
+    teacher = FakeTeacher({}, default="Sorry, I can't share that.")
+    report = cover(
+        project,
+        tmp_path / "responses.jsonl",
+        tmp_path / "c.jsonl",
+        [QuestionWriter()],
+        teacher,
+        "fake",
+        config,
+    )
+    assert report.answered == 0
+    assert report.short_after == {BRIDGES: 0, BEES: 0}

@@ -1,0 +1,250 @@
+"""`minime distill` on a tiny random model: rows, alignment, training, outputs, resume."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from minime.distill import distill
+from minime.distill.data import IGNORE, collate, encode_row, end_of_turn_text, read_rows
+from minime.distill.recall import key_terms, recalls
+from minime.errors import InputError
+from minime.jsonl import write_jsonl
+from minime.project import Project
+
+from conftest import ROOT
+
+#: A template that ends every turn with <eos>, as real chat templates end theirs.
+EOS_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} <eos> {% endfor %}"
+    "{% if add_generation_prompt %}<assistant> {% endif %}"
+)
+QA = [
+    ("where works mara", "mara works at verdant loop", "Mara works at Verdant Loop."),
+    ("mara cat", "yes mara cat", "Mara has a cat."),
+    ("hello mara", "hello world", "Mara says hello world."),
+]
+
+
+@pytest.fixture
+def tiny_student(tiny_model_dir, tmp_path):
+    folder = tmp_path / "student"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = EOS_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+def teacher_logprobs(tokenizer, answer, k=3, seed=0):
+    """Stored top-k log-probs as `minime data` writes them, in the student's vocabulary."""
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    generator = torch.Generator().manual_seed(seed)
+    top_ids, top_logprobs = [], []
+    for token in ids:
+        others = torch.randperm(len(tokenizer), generator=generator).tolist()
+        chosen = [token, *[t for t in others if t != token][: k - 1]]
+        top_ids.append(chosen)
+        top_logprobs.append([math.log(p) for p in (0.7, 0.2, 0.05)[:k]])
+    return {
+        "ids": ids,
+        "tokens": [(" " if i else "") + tokenizer.decode([t]) for i, t in enumerate(ids)],
+        "logprobs": [v[0] for v in top_logprobs],
+        "top_ids": top_ids,
+        "top_tokens": [[tokenizer.decode([t]) for t in row] for row in top_ids],
+        "top_logprobs": top_logprobs,
+    }
+
+
+def make_rows(tokenizer, copies):
+    rows = []
+    for n in range(copies):
+        for question, answer, fact in QA:
+            rows.append(
+                {
+                    "id": f"{n}-{question}",
+                    "messages": [
+                        {"role": "user", "content": question},
+                        {"role": "assistant", "content": answer},
+                    ],
+                    "category": "question",
+                    "fact": fact,
+                    "teacher": "fake",
+                    "teacher_logprobs": teacher_logprobs(tokenizer, answer, seed=n),
+                }
+            )
+    return rows
+
+
+def make_project(tmp_path, student, settings=""):
+    root = tmp_path / "persona"
+    (root / "out" / "data").mkdir(parents=True)
+    (root / "profile.md").write_text("# Mara\n\n" + "\n".join(f"- {f}" for _, _, f in QA))
+    (root / "minime.yaml").write_text(
+        f"name: Mara\nmodels:\n  student: '{student}'\ndistill:\n  batch_size: 3\n"
+        f"  threads: 1\n  max_epochs: 4\n  patience: 10\n  learning_rate: 0.01\n{settings}"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    write_jsonl(root / "out" / "data" / "train.jsonl", make_rows(tokenizer, 4))
+    write_jsonl(root / "out" / "data" / "val.jsonl", make_rows(tokenizer, 1))
+    return root
+
+
+def test_rows_label_only_the_answer_and_the_end_of_turn(tiny_student):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student)
+    row = make_rows(tokenizer, 1)[0]
+    suffix = end_of_turn_text(tokenizer)
+    assert suffix.strip() == "<eos>"
+    example = encode_row(tokenizer, row, suffix, same_vocab=True, max_length=64)
+    answer_ids = row["teacher_logprobs"]["ids"]
+    trained = [t for t in example.labels if t != IGNORE]
+    assert trained == [*answer_ids, tokenizer.convert_tokens_to_ids("<eos>")]
+    # labels are shifted: the position before the answer predicts its first token.
+    first = example.labels.index(answer_ids[0])
+    assert example.input_ids[first + 1] == answer_ids[0]
+    assert sorted(example.teacher_top) == list(range(first, first + len(answer_ids)))
+    assert example.teacher_top[first][0] == row["teacher_logprobs"]["top_ids"][0]
+    assert encode_row(tokenizer, row, suffix, same_vocab=True, max_length=5) is None
+
+
+def test_different_tokenizers_align_by_character_offsets(tiny_student):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student)
+    answer = "mara works at verdant loop"
+    # A teacher that split the text differently: "mara", " wor", "ks", " at", " verdant loop".
+    pieces = ["mara", " wor", "ks", " at", " verdant loop"]
+    logprobs = {
+        "ids": list(range(5)),
+        "tokens": pieces,
+        "top_ids": [[100 + j] for j in range(5)],
+        "top_logprobs": [[-0.1 * (j + 1)] for j in range(5)],
+    }
+    row = {
+        "messages": [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": answer},
+        ],
+        "teacher_logprobs": logprobs,
+    }
+    example = encode_row(
+        tokenizer, row, end_of_turn_text(tokenizer), same_vocab=False, max_length=64
+    )
+    first = next(i for i, t in enumerate(example.labels) if t != IGNORE)
+    # Student tokens: mara(0) works(5) at(11) verdant(14) loop(22); teacher starts: 0, 5
+    # (" wor"), 7 ("ks"), 11, 14. Pairs: mara-mara, works-" wor", at-" at", verdant-" verdant".
+    assert {p - first: ids for p, (ids, _) in example.teacher_top.items()} == {
+        0: [100],
+        1: [101],
+        2: [103],
+        3: [104],
+    }
+
+
+def test_collate_pads_labels_and_teacher_slots(tiny_student):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student)
+    rows = make_rows(tokenizer, 1)
+    suffix = end_of_turn_text(tokenizer)
+    examples = [encode_row(tokenizer, r, suffix, same_vocab=True, max_length=64) for r in rows]
+    batch = collate(examples, tokenizer.pad_token_id, 3)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["kd_mask"].shape
+    assert batch["top_ids"].shape[-1] == 3
+    padded = batch["attention_mask"] == 0
+    assert (batch["labels"][padded] == IGNORE).all()
+    assert not batch["kd_mask"][padded].any()
+    assert torch.isinf(batch["top_logprobs"][~batch["kd_mask"]]).all()
+
+
+def test_malformed_rows_name_file_line_and_field(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yo"},
+                ]
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "x"}]}
+        )
+        + "\n"
+    )
+    with pytest.raises(InputError, match=r"train.jsonl:2: field \"messages.1.role\""):
+        read_rows(path)
+
+
+def test_recall_needs_the_numbers_and_most_terms():
+    keys = key_terms(
+        "I joined Verdant Loop in March 2022. I lead a team of four engineers.",
+        "Mara leads a team of four engineers.",
+        "Mara Lindqvist",
+    )
+    assert keys == {"lead", "team", "four", "engineers"}
+    assert recalls("She leads a team of four engineers.", keys)
+    assert not recalls("She works alone.", keys)
+    dates = key_terms("I joined Verdant Loop in March 2022.", "She joined in March 2022.", "Mara")
+    assert not recalls("She joined in March 2021.", dates)
+    assert recalls("Mara joined Verdant Loop in March 2022.", dates)
+
+
+@pytest.mark.parametrize("settings", ["  method: sft\n", "  method: kd\n  tuning: lora\n"])
+def test_distill_trains_saves_and_reports(tmp_path, tiny_student, settings):
+    project = Project.open(make_project(tmp_path, tiny_student, settings))
+    report = distill(project)
+    out = project.out_dir("distill")
+    assert report.mode == ("sft" if "sft" in settings else "sparse")
+    assert report.steps == 4 * 4  # 12 rows / batch 3 x 4 epochs
+    losses = [h["loss"] for h in report.history if "loss" in h]
+    assert losses[-1] < losses[0]
+    assert report.best_fact_recall is not None and report.fact_recall_val is not None
+    if "kd" in settings:
+        assert all("kd_loss" in h for h in report.history if "loss" in h)
+        assert (out / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert merged.dtype == torch.bfloat16
+    assert json.loads((out / "model" / "minime.json").read_text())["end_of_turn_ids"]
+    assert AutoTokenizer.from_pretrained(out / "model").chat_template == EOS_TEMPLATE
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["steps"] == report.steps
+    assert (out / "loss_curve.png").stat().st_size > 0
+    assert "Recall per fact" in (out / "report.md").read_text()
+    assert not (out / "checkpoints").exists()
+
+
+def test_sigkill_during_training_then_resume(tmp_path, tiny_student):
+    root = make_project(tmp_path, tiny_student, "  eval_per_epoch: 2\n")
+    config = (root / "minime.yaml").read_text()
+    config = config.replace("max_epochs: 4", "max_epochs: 30").replace(
+        "patience: 10", "patience: 99"
+    )
+    (root / "minime.yaml").write_text(config)
+    command = [sys.executable, "-m", "minime", "distill", str(root)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoints = root / "out" / "distill" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(checkpoints.glob("checkpoint-*/minime-*")):
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    _, stderr = child.communicate()
+    assert child.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    marked = sorted(checkpoints.glob("checkpoint-*/minime-complete"))
+    assert marked
+    # A checkpoint cut short while saving (no marker) is never resumed from.
+    (checkpoints / "checkpoint-9999").mkdir()
+    rerun = subprocess.run(
+        [*command, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    report = json.loads((root / "out" / "distill" / "report.json").read_text())
+    steps = [h["step"] for h in report["history"] if "loss" in h]
+    # The history continues from the checkpoint instead of starting at step 1 again.
+    assert steps and steps == sorted(steps) and report["steps"] == 30 * 4
