@@ -186,6 +186,14 @@ class RichProgress(TrainerCallback):
         for key, label in (("loss", "loss"), ("eval_loss", "val"), ("eval_fact_recall", "recall")):
             if logs and key in logs:
                 self.figures[label] = f"{logs[key]:.3f}"
+        if logs and "eval_loss" in logs and self.progress is not None:
+            # One line per evaluation, kept above the bar (and in logs without a terminal).
+            recall = logs.get("eval_fact_recall")
+            self.progress.console.print(
+                f"step {state.global_step} (epoch {state.epoch:.2f}): validation loss "
+                f"{logs['eval_loss']:.4f}"
+                + (f", fact recall {recall:.3f}" if recall is not None else "")
+            )
         self._show(state)
 
     def on_train_end(self, args, state, control, **kwargs):
