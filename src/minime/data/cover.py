@@ -29,7 +29,7 @@ from minime.jsonl import load_jsonl, write_jsonl
 from minime.project import Project
 
 #: Rounds of asking; facts still short after them are listed in the report.
-COVER_ROUNDS = 3
+COVER_ROUNDS = 5
 #: Extra questions asked beyond the shortfall, for those dedup and the checks will drop.
 MARGIN = 4
 #: One asker per round: small generators write more, and more varied, questions when given
