@@ -63,6 +63,10 @@ def run_trl(args) -> dict:
             lr_scheduler_type="cosine",
             max_length=512,
             use_cpu=True,
+            # SFTConfig's defaults turn on bf16 and activation checkpointing; minime's run
+            # here uses neither (bf16 autocast is slower than float32 on CPUs without AMX).
+            bf16=False,
+            gradient_checkpointing=False,
             report_to=[],
             save_strategy="no",
             logging_steps=10,
