@@ -166,7 +166,7 @@ def _ask_fact(
         "Vary them: direct and indirect, short and long, formal and casual."
     )
     lines = ask_list(backend, system, instruction, count, seed=seed)
-    return _fact_result(backend, fact, lines)
+    return fact_result(backend, fact, lines)
 
 
 def _top_up(
@@ -189,10 +189,11 @@ def _top_up(
         for q in ask_list(backend, system, instruction, count, seed=seed)
         if q.lower() not in {h.lower() for h in have}
     ]
-    return _fact_result(backend, fact, lines)
+    return fact_result(backend, fact, lines)
 
 
-def _fact_result(backend: ChatBackend, fact: Fact, lines: list[str]) -> dict:
+def fact_result(backend: ChatBackend, fact: Fact, lines: list[str]) -> dict:
+    """A generation result: questions written about one profile fact."""
     return {
         "source": "profile",
         "category": "question",

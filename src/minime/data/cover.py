@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from minime.backends import ChatBackend
 from minime.config import DataConfig
-from minime.data.augment import generator_system
+from minime.data.augment import fact_result, generator_system
 from minime.data.dedup import encode
 from minime.data.generate import Fact, ask_list, profile_facts
 from minime.data.records import records_from_results
@@ -127,14 +127,8 @@ def _ask(
         f'website chat whose answer is this statement from the profile:\n"{fact.text}"\n'
         f"Call {name} by name or she/he/they, never 'you'. Vary the wording and the length."
     )
-    return {
-        "source": "profile",
-        "category": "question",
-        "origin": f"profile: {fact.section}",
-        "fact": fact.text,
-        "generator": backend.name,
-        "prompts": ask_list(backend, system, instruction, count, seed=seed, temperature=0.9),
-    }
+    lines = ask_list(backend, system, instruction, count, seed=seed, temperature=0.9)
+    return fact_result(backend, fact, lines)
 
 
 def _short(facts, rows: list[dict], target: int):

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from minime.chat import system_prompt
 from minime.errors import InputError
 from minime.jsonl import read_jsonl
 
@@ -110,7 +109,7 @@ def encode_row(
         that the teacher copy of the student sees.
     """
     messages, answer = row["messages"][:-1], row["messages"][-1]["content"]
-    prompt_ids = _prompt_ids(tokenizer, messages)
+    prompt_ids = chat_prompt_ids(tokenizer, messages)
     logprobs = row.get("teacher_logprobs")
     if same_vocab and logprobs:
         # The teacher's own ids: the text is the same, and the ids stay aligned with the
@@ -133,7 +132,7 @@ def encode_row(
     if logprobs:
         example.teacher_top = _teacher_top(logprobs, answer, start, offsets)
     if context_system is not None:
-        teacher_prompt = _prompt_ids(
+        teacher_prompt = chat_prompt_ids(
             tokenizer, [{"role": "system", "content": context_system}, *messages]
         )
         example.teacher_input_ids = teacher_prompt + completion
@@ -144,11 +143,6 @@ def encode_row(
     return example
 
 
-def context_system_prompt(name: str, profile: str) -> str:
-    """What the teacher copy of the student sees in context distillation: the chat policy."""
-    return system_prompt(name, profile)
-
-
 def end_of_turn_text(tokenizer) -> str:
     """The text the chat template writes after an assistant answer (end-of-turn marker)."""
     marker = "\x00ANSWER\x00"
@@ -157,7 +151,8 @@ def end_of_turn_text(tokenizer) -> str:
     return text.split(marker, 1)[1]
 
 
-def _prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` through the chat template, ready for the assistant's answer."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from minime.chat import system_prompt
 from minime.config import DistillConfig
 from minime.distill.data import (
+    chat_prompt_ids,
     collate,
-    context_system_prompt,
     encode_row,
     end_of_turn_text,
     read_rows,
@@ -97,7 +98,7 @@ def distill(project: Project, resume: bool = False) -> DistillReport:
     end_ids = end_of_turn_ids(tokenizer)
     same_vocab = same_vocabulary(tokenizer, train_rows)
     mode = _mode(config.method, same_vocab)
-    context = context_system_prompt(project.name, project.profile) if mode == "context" else None
+    context = system_prompt(project.name, project.profile) if mode == "context" else None
     suffix = end_of_turn_text(tokenizer)
 
     def encode(rows):
@@ -280,12 +281,7 @@ def generate_answers(model, tokenizer, rows: list[dict], end_ids: list[int]) -> 
     pad = tokenizer.pad_token_id
     answers = []
     for start in range(0, len(rows), 16):
-        prompts = []
-        for row in rows[start : start + 16]:
-            text = tokenizer.apply_chat_template(
-                row["messages"][:-1], tokenize=False, add_generation_prompt=True
-            )
-            prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        prompts = [chat_prompt_ids(tokenizer, r["messages"][:-1]) for r in rows[start : start + 16]]
         width = max(map(len, prompts))
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
