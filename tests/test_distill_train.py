@@ -7,14 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl
 
 from minime.distill import distill
+from minime.distill import trainer as trainer_module
 from minime.distill.data import IGNORE, collate, encode_row, end_of_turn_text, read_rows
 from minime.distill.recall import key_terms, recalls
+from minime.distill.trainer import PACE_STEPS, TimeBudget, cosine_factor
 from minime.errors import InputError
 from minime.jsonl import write_jsonl
 from minime.project import Project
@@ -248,3 +251,50 @@ def test_sigkill_during_training_then_resume(tmp_path, tiny_student):
     steps = [h["step"] for h in report["history"] if "loss" in h]
     # The history continues from the checkpoint instead of starting at step 1 again.
     assert steps and steps == sorted(steps) and report["steps"] == 30 * 4
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_horizon():
+    assert cosine_factor(0, 4, 20) == 0.0
+    assert cosine_factor(2, 4, 20) == 0.5
+    assert cosine_factor(4, 4, 20) == 1.0
+    assert cosine_factor(12, 4, 20) == pytest.approx(0.5)
+    assert cosine_factor(20, 4, 20) == pytest.approx(0.0)
+    assert cosine_factor(25, 4, 20) == pytest.approx(0.0)
+
+
+def test_time_budget_shortens_the_schedule_then_stops(monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: clock["now"])
+    trainer = SimpleNamespace(horizon=1000)
+    budget = TimeBudget(trainer, minutes=1)  # 60 s
+    state = SimpleNamespace(global_step=0, max_steps=1000)
+    args = SimpleNamespace(eval_strategy="steps")
+    budget.on_train_begin(args, state, TrainerControl())
+    for step in range(1, PACE_STEPS + 1):  # 2 s per step: 30 steps fit in the budget
+        clock["now"], state.global_step = 2.0 * step, step
+        control = budget.on_step_end(args, state, TrainerControl())
+        assert not control.should_training_stop
+    assert trainer.horizon == 30
+    clock["now"], state.global_step = 60.0, 30
+    control = budget.on_step_end(args, state, TrainerControl())
+    assert control.should_training_stop and control.should_save and control.should_evaluate
+
+
+def test_time_budget_never_outgrows_the_epoch_limit(monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: clock["now"])
+    trainer = SimpleNamespace(horizon=12)
+    budget = TimeBudget(trainer, minutes=60)
+    state = SimpleNamespace(global_step=0, max_steps=12)
+    budget.on_train_begin(None, state, TrainerControl())
+    clock["now"], state.global_step = 1.0, PACE_STEPS
+    budget.on_step_end(SimpleNamespace(eval_strategy="no"), state, TrainerControl())
+    assert trainer.horizon == 12
+
+
+def test_a_second_method_trains_into_its_own_folder(tmp_path, tiny_student):
+    project = Project.open(make_project(tmp_path, tiny_student))
+    report = distill(project, method="sft")
+    assert report.method == "sft" and report.mode == "sft"
+    assert (project.root / "out" / "distill-sft" / "model" / "minime.json").exists()
+    assert not (project.root / "out" / "distill" / "model").exists()

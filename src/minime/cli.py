@@ -205,16 +205,26 @@ def distill(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last complete checkpoint.")
     ] = False,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help="sft, kd or context instead of distill.method, written to out/distill-METHOD/ "
+            "for comparison."
+        ),
+    ] = None,
 ) -> None:
     """Train the student on out/data/ (settings: `distill:` in minime.yaml)."""
     from minime.distill import distill as run_distill
+    from minime.distill.train import distill_stage
     from minime.project import Project
 
     project = Project.open(directory)
-    report = run_distill(project, resume=resume)
+    if method not in (None, "sft", "kd", "context"):
+        raise typer.BadParameter(f"--method must be sft, kd or context, not {method!r}")
+    report = run_distill(project, resume=resume, method=method)
     if report is None:  # not the main process of a multi-GPU run
         return
-    out = project.out_dir("distill")
+    out = project.out_dir(distill_stage(project, method))
     table = Table("", "", title=f"minime distill: {project.name}", show_header=False)
     for key in (
         "student",

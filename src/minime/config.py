@@ -124,6 +124,12 @@ class DistillConfig(_Section):
     batch_size: int = Field(8, ge=1, description="Rows per device per step.")
     gradient_accumulation: int = Field(1, ge=1, description="Steps accumulated per update.")
     max_epochs: int = Field(12, ge=1, description="Upper bound; training stops earlier.")
+    max_minutes: float | None = Field(
+        25.0,
+        gt=0,
+        description="Wall-clock budget of the training loop: the learning-rate schedule is "
+        "fitted to the steps that fit and training stops when it is spent; none: no budget.",
+    )
     patience: int = Field(
         2,
         ge=1,

@@ -69,10 +69,12 @@ class DistillReport(BaseModel):
     history: list[dict]
 
 
-def distill(project: Project, resume: bool = False) -> DistillReport:
+def distill(project: Project, resume: bool = False, method: str | None = None) -> DistillReport:
     """Train the student of `project` on its dataset; write `out/distill/` and return the report.
 
     :param resume: continue from the newest complete checkpoint instead of starting over.
+    :param method: a method other than `distill.method`, trained into `out/distill-METHOD/`
+        so that it can be compared with the configured one.
     :raises InputError: if the dataset is missing or malformed.
     """
     from transformers import EarlyStoppingCallback, TrainingArguments
@@ -82,11 +84,14 @@ def distill(project: Project, resume: bool = False) -> DistillReport:
         CompleteMarker,
         DistillTrainer,
         RichProgress,
+        TimeBudget,
         last_complete_checkpoint,
     )
 
     config = project.config.distill
-    data_dir, out = project.out_dir("data"), project.out_dir("distill")
+    data_dir, out = project.out_dir("data"), project.out_dir(distill_stage(project, method))
+    if method:
+        config = config.model_copy(update={"method": method})
     train_rows = read_rows(data_dir / "train.jsonl")
     val_rows = read_rows(data_dir / "val.jsonl") if (data_dir / "val.jsonl").exists() else []
     if config.threads:
@@ -183,6 +188,8 @@ def distill(project: Project, resume: bool = False) -> DistillReport:
     trainer.add_callback(CompleteMarker())
     if val_set:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.patience))
+    if config.max_minutes:
+        trainer.add_callback(TimeBudget(trainer, config.max_minutes))
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
     seconds = time.monotonic() - started
@@ -214,6 +221,13 @@ def distill(project: Project, resume: bool = False) -> DistillReport:
     write_text_atomic(out / "report.md", _markdown(report))
     shutil.rmtree(checkpoints, ignore_errors=True)
     return report
+
+
+def distill_stage(project: Project, method: str | None = None) -> str:
+    """The output stage of a run: "distill" for the configured method, else "distill-METHOD"."""
+    if method is None or method == project.config.distill.method:
+        return "distill"
+    return f"distill-{method}"
 
 
 def _mode(method: str, same_vocab: bool) -> str:

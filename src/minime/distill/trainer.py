@@ -9,11 +9,13 @@ offline top-k store), and stops when the validation fact recall stops improving.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback
 
 from minime.config import DistillConfig
@@ -23,6 +25,17 @@ from minime.fileio import write_text_atomic
 
 #: Written into a checkpoint folder after everything else: only marked folders are resumed.
 COMPLETE_MARKER = "minime-complete"
+#: Optimizer steps timed before a time budget reshapes the learning-rate schedule.
+PACE_STEPS = 4
+
+
+def cosine_factor(step: int, warmup: int, horizon: int) -> float:
+    """Learning-rate factor: linear warmup to 1 over `warmup` steps, then a cosine to 0 at
+    `horizon`."""
+    if step < warmup:
+        return step / warmup
+    progress = min(1.0, (step - warmup) / max(1, horizon - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class DistillTrainer(Trainer):
@@ -56,7 +69,23 @@ class DistillTrainer(Trainer):
         # The loss is a mean per batch; Trainer divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.tokens_seen = 0
+        #: Optimizer steps the cosine schedule spans; a time budget may shorten it.
+        self.horizon: int | None = None
         self._parts: dict[str, list[float]] = {"ce": [], "kd": []}
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """Cosine with warmup over `self.horizon` steps. Hand-written because transformers'
+        schedules fix their length when created, and a time budget learns the length only
+        once the pace of training is known."""
+        if self.lr_scheduler is None:
+            self.horizon = num_training_steps
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            self.lr_scheduler = LambdaLR(
+                optimizer or self.optimizer,
+                lambda step: cosine_factor(step, warmup, self.horizon),
+            )
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The weighted sum of cross-entropy and the mode's distillation loss."""
@@ -136,6 +165,31 @@ class DistillTrainer(Trainer):
         return output
 
 
+class TimeBudget(TrainerCallback):
+    """Fits training into `minutes` of wall-clock time. Once the pace is known it shortens
+    the learning-rate schedule to the steps that fit (so the rate still decays to zero), and
+    it stops with a last evaluation and checkpoint when the budget or the schedule runs out."""
+
+    def __init__(self, trainer: DistillTrainer, minutes: float) -> None:
+        self.trainer = trainer
+        self.seconds = 60.0 * minutes
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.first_step = time.monotonic(), state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        done = state.global_step - self.first_step
+        elapsed = time.monotonic() - self.started
+        if done >= PACE_STEPS:
+            fits = state.global_step + int((self.seconds - elapsed) * done / elapsed)
+            self.trainer.horizon = max(state.global_step, min(state.max_steps, fits))
+        if elapsed >= self.seconds or state.global_step >= (self.trainer.horizon or math.inf):
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = args.eval_strategy != "no"
+        return control
+
+
 class CompleteMarker(TrainerCallback):
     """Marks a checkpoint folder complete once Trainer has written all of it."""
 
@@ -203,4 +257,5 @@ class RichProgress(TrainerCallback):
     def _show(self, state):
         if self.progress is not None:
             text = "  ".join(f"{k} {v}" for k, v in self.figures.items())
-            self.progress.update(self.task, completed=state.global_step, figures=text)
+            total = min(state.max_steps, self.trainer.horizon or state.max_steps)
+            self.progress.update(self.task, total=total, completed=state.global_step, figures=text)
