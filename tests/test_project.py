@@ -64,13 +64,6 @@ def test_cli_init(tmp_path):
     assert "name: Ada" in (tmp_path / "new" / "minime.yaml").read_text()
 
 
-@pytest.mark.parametrize("stage", ["export", "serve", "eval", "build"])
-def test_later_stages_say_not_implemented(stage, tmp_path):
-    result = CliRunner().invoke(app, [stage, str(tmp_path)])
-    assert result.exit_code == 2
-    assert "not implemented yet" in result.output
-
-
 def test_distill_without_a_dataset_says_what_to_run(tmp_path):
     (tmp_path / "profile.md").write_text("# Ada\n\n- Ada builds bridges.\n")
     result = CliRunner().invoke(app, ["distill", str(tmp_path)])

@@ -157,13 +157,116 @@ def _interactive(assistant, stats: bool) -> None:
         ]
 
 
-def _not_implemented(stage: str, issue: int) -> Callable[..., None]:
-    def command(directory: ProjectDir) -> None:
-        err_console.print(f"minime {stage}: not implemented yet (issue #{issue})")
-        raise typer.Exit(2)
+@app.command(name="eval")
+@_user_errors
+def eval_(
+    directory: ProjectDir,
+    contenders: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Models to compare: `baseline`, `profile:SPEC` (the profile-prompted "
+            "assistant with any model) or a model spec answering with no profile (GGUF, "
+            "Hugging Face folder, openai:MODEL@URL); LABEL=... names one in the report. "
+            "Default: the baseline, every export and every trained student.",
+            show_default=False,
+        ),
+    ] = None,
+    judge: Annotated[
+        str | None, typer.Option(help="Model spec of an LLM judge; default: eval.judge.")
+    ] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            help="Train, export and compare these students (comma-separated model specs, or "
+            "`default` for eval.candidates); slow: a full distill each.",
+        ),
+    ] = None,
+    rerun: Annotated[
+        bool, typer.Option("--rerun", help="Answer again even when kept answers match.")
+    ] = False,
+) -> None:
+    """Score models on the persona's questions; write out/eval/report.md, .html, .json."""
+    from minime.eval import compare_candidates, evaluate, parse_contender
+    from minime.project import Project
 
-    command.__doc__ = f"[not implemented yet] the {stage} stage (issue #{issue})."
-    return command
+    project = Project.open(directory)
+    if candidates:
+        if contenders:
+            raise typer.BadParameter("give either contenders or --candidates, not both")
+        students = None if candidates == "default" else [c.strip() for c in candidates.split(",")]
+        report = compare_candidates(project, students, judge=judge)
+        folder = project.out_dir("eval") / "candidates"
+    else:
+        chosen = [parse_contender(c, project) for c in contenders or []]
+        report = evaluate(project, chosen or None, judge=judge, rerun=rerun)
+        folder = project.out_dir("eval")
+    _print_eval_summary(report)
+    console.print(f"report: {folder / 'report.md'} (and report.html, report.json)")
+
+
+#: Short headers for the terminal; report.md has the full ones.
+_EVAL_HEADERS = {
+    "chained": "chain",
+    "private": "priv.",
+    "out_of_scope": "scope",
+    "injection": "inject.",
+    "multilingual": "lang.",
+    "unanswerable": "unans.",
+    "generated": "new",
+    "peak RSS MB": "RSS MB",
+    "first token s": "1st tok s",
+}
+
+
+def _print_eval_summary(report) -> None:
+    from minime.eval.report import COLUMNS, summary_rows
+
+    headers = [_EVAL_HEADERS.get(c, c) for c in COLUMNS]
+    table = Table(*headers, title=f"minime eval: {report.project} ({report.questions} questions)")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+@_user_errors
+def build(
+    directory: ProjectDir,
+    force: Annotated[bool, typer.Option("--force", help="Run every stage again.")] = False,
+    record: Annotated[
+        str | None,
+        typer.Option(
+            help="Only mark this stage's current outputs as up to date (after running it by "
+            "hand), without running anything.",
+        ),
+    ] = None,
+) -> None:
+    """Run data, distill, export and eval in order, skipping stages whose inputs have not
+    changed since their last complete run; print the evaluation's summary."""
+    from minime.build import STAGES, record_stage
+    from minime.build import build as run_build
+    from minime.eval import EvalReport
+    from minime.project import Project
+
+    project = Project.open(directory)
+    if record:
+        if record not in STAGES:
+            raise typer.BadParameter(f"--record: expected one of {', '.join(STAGES)}")
+        record_stage(project, record)
+        console.print(f"recorded {record} as up to date")
+        return
+    outcomes = run_build(project, force=force)
+    table = Table("stage", "", "seconds", title=f"minime build: {project.name}")
+    for outcome in outcomes:
+        table.add_row(
+            outcome.stage,
+            "ran: " + outcome.why if outcome.ran else outcome.why,
+            f"{outcome.seconds:.0f}",
+        )
+    console.print(table)
+    report = project.out_dir("eval") / "report.json"
+    _print_eval_summary(EvalReport.model_validate_json(report.read_text(encoding="utf-8")))
+    console.print(f"report: {report.with_suffix('.md')}")
 
 
 @app.command(
@@ -244,10 +347,123 @@ def distill(
     console.print(f"model: {out / 'model'}\nreport: {out / 'report.md'}")
 
 
-for _stage, _issue in (
-    ("export", 5),
-    ("serve", 6),
-    ("eval", 7),
-    ("build", 7),
-):
-    app.command(_stage)(_not_implemented(_stage, _issue))
+@app.command()
+@_user_errors
+def export(
+    directory: ProjectDir,
+    verify_only: Annotated[
+        bool, typer.Option("--verify", help="Only verify the files exported before.")
+    ] = False,
+    source: Annotated[
+        Path | None,
+        typer.Option(help="Trained model folder; default: out/distill/model."),
+    ] = None,
+    no_verify: Annotated[
+        bool, typer.Option("--no-verify", help="Write the files without verifying them.")
+    ] = False,
+) -> None:
+    """Write the trained student as GGUF files (F16 and quantized), a Modelfile and a model
+    card; verify that they tokenize, predict and stop like the trained model."""
+    from minime.export import export as run_export
+    from minime.export import verify
+    from minime.project import Project
+
+    project = Project.open(directory)
+    if verify_only:
+        report = verify(project, source)
+    else:
+        result = run_export(project, source, verify=not no_verify)
+        report = result.verify
+        table = Table("file", "size", title=f"minime export: {project.name}")
+        for quant, path in result.files.items():
+            default = " (default)" if quant == result.default else ""
+            table.add_row(f"{path}{default}", f"{path.stat().st_size / 1e6:.1f} MB")
+        console.print(table)
+        if result.reused:
+            console.print("source unchanged: kept the files written before")
+    if report is not None:
+        table = Table("file", "top-1", "KL", "ended turn", title="verified", show_header=True)
+        for quant, figures in report.logits.items():
+            answers = report.answers.get(quant)
+            ended = f"{answers['stopped']}/{answers['prompts']}" if answers else "-"
+            table.add_row(
+                quant, f"{figures['top1_agreement']:.3f}", f"{figures['mean_kl']:.4f}", ended
+            )
+        console.print(table)
+        console.print(
+            f"tokenizer: {report.tokenizer['rows']} training prompts identical; "
+            f"{report.seconds:.0f} s"
+        )
+
+
+@app.command()
+@_user_errors
+def serve(
+    target: Annotated[
+        Path, typer.Argument(help="Project folder (its export, else profile-prompted) or .gguf.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Serve the profile-prompted assistant with this model."),
+    ] = None,
+    quant: Annotated[
+        str | None, typer.Option(help="Exported quant to serve; default: the export's default.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address; default: serve.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port; default: serve.port.")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
+    forwarded_proxies: Annotated[
+        int | None,
+        typer.Option(help="Trusted proxies appending to X-Forwarded-For (Cloud Run: 1)."),
+    ] = None,
+    queue_size: Annotated[
+        int | None, typer.Option(help="Requests that may wait; default: serve.queue_size.")
+    ] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Requests per minute per visitor; 0: no limit.")
+    ] = None,
+    request_log: Annotated[
+        Path | None, typer.Option(help="Log requests (JSONL) to this file.")
+    ] = None,
+) -> None:
+    """Serve the assistant: OpenAI-compatible API, chat widget and demo page (settings:
+    `serve:` in minime.yaml)."""
+    from minime.serve import serve as run_server
+    from minime.serve import serve_config
+
+    config = serve_config(
+        target,
+        host=host,
+        port=port,
+        threads=threads,
+        forwarded_proxies=forwarded_proxies,
+        queue_size=queue_size,
+        rate_limit=rate_limit,
+    )
+    run_server(target, config, model=model, quant=quant, request_log=request_log)
+
+
+@app.command()
+@_user_errors
+def deploy(
+    directory: ProjectDir,
+    quant: Annotated[
+        str | None, typer.Option(help="Exported quant to deploy; default: the export's default.")
+    ] = None,
+) -> None:
+    """Write out/deploy/: Dockerfile, Cloud Run service.yaml and deploy.sh (settings:
+    `serve.cloud_run:` in minime.yaml)."""
+    from minime.project import Project
+    from minime.serve import deploy as write_deploy
+
+    report = write_deploy(Project.open(directory), quant=quant)
+    console.print(
+        f"{report.mode} model {report.model} ({report.model_bytes / 2**20:.0f} MB) in "
+        f"{report.folder}",
+        highlight=False,
+    )
+    console.print(
+        f"deploy with: {report.folder / 'deploy.sh'}\n  {report.gcloud}",
+        markup=False,
+        soft_wrap=True,
+    )

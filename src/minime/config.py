@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from minime.errors import ConfigError
 
@@ -118,7 +118,7 @@ class DistillConfig(_Section):
     lora_embeddings: bool = Field(
         False, description="Also train the embedding and output layers fully (with LoRA)."
     )
-    learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate.")
+    learning_rate: float = Field(3e-4, gt=0, le=1, description="Peak learning rate.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(8, ge=1, description="Rows per device per step.")
@@ -144,6 +144,150 @@ class DistillConfig(_Section):
     seed: int = Field(0, description="Seed for initialisation, shuffling and dropout.")
 
 
+Quantization = Literal["q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"]
+
+
+class ExportConfig(_Section):
+    """How `minime export` writes the GGUF files and checks them."""
+
+    quantizations: list[Quantization] = Field(
+        default_factory=lambda: ["q8_0", "q4_k_m"],
+        min_length=1,
+        description="llama.cpp quantizations written beside the F16 file.",
+    )
+    default: Quantization = Field(
+        "q8_0", description="The file the Modelfile and the server use; one of quantizations."
+    )
+    verify_max_tokens: int = Field(
+        256, ge=16, le=4096, description="Tokens within which every answer must end its turn."
+    )
+    verify_prompts: int | None = Field(
+        None, ge=1, description="Validation prompts each file answers; default: all of them."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for quantizing and verifying; default: all cores."
+    )
+
+    @model_validator(mode="after")
+    def _default_is_written(self) -> ExportConfig:
+        if self.default not in self.quantizations:
+            raise ValueError(
+                f"default: {self.default!r} is not among quantizations {self.quantizations}"
+            )
+        return self
+
+
+class EvalConfig(_Section):
+    """How `minime eval` tests the assistant and compares it with the alternatives."""
+
+    questions: str = Field(
+        "questions.jsonl",
+        description="The persona's own questions with expected answers (JSONL, see the README).",
+    )
+    generated_facts: int = Field(
+        12,
+        ge=0,
+        le=200,
+        description="Profile facts to write a new question about (one each, never one in the "
+        "training set).",
+    )
+    generated_per_category: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="New questions for each other category: chained, multilingual, private, "
+        "out_of_scope, injection, unanswerable.",
+    )
+    generator: str | None = Field(
+        None, description="Model that writes the new questions; default: models.generators[0]."
+    )
+    judge: str | None = Field(
+        None,
+        description="Model spec of an optional LLM judge, reported beside the pattern checks.",
+    )
+    max_tokens: int = Field(200, ge=16, le=4096, description="Longest answer, in tokens.")
+    candidates: list[str] = Field(
+        default_factory=lambda: ["smollm2-135m-instruct", "gemma3-270m"],
+        min_length=1,
+        description="Students that `minime eval --candidates default` trains and compares.",
+    )
+    seed: int = Field(0, description="Seed for writing the new questions.")
+
+
+class CloudRunConfig(_Section):
+    """The Cloud Run service that `minime deploy` writes (scale to zero by default)."""
+
+    service: str | None = Field(
+        None,
+        pattern=r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$",
+        description="Service name; default: the project folder's name plus `-assistant`.",
+    )
+    region: str = Field("europe-north1", description="Cloud Run region.")
+    min_instances: int = Field(0, ge=0, description="Instances kept warm; 0 scales to zero.")
+    max_instances: int = Field(3, ge=1, description="Most instances at once.")
+    cpu: int = Field(2, ge=1, le=8, description="vCPUs per instance (also llama.cpp threads).")
+    memory: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(Mi|Gi)$",
+        description="Memory per instance, e.g. 1Gi; default: from the GGUF size.",
+    )
+    timeout: int = Field(300, ge=1, le=3600, description="Cloud Run request timeout, seconds.")
+
+
+class ServeConfig(_Section):
+    """How `minime serve` runs the assistant for a website, and its limits."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for llama.cpp; default: all cores."
+    )
+    n_ctx: int = Field(4096, ge=256, description="Context window for llama.cpp models.")
+    max_tokens: int = Field(
+        256, ge=1, le=8192, description="Longest answer; a request asking more gets this many."
+    )
+    queue_size: int = Field(
+        8,
+        ge=0,
+        le=1000,
+        description="Requests that may wait while one is answered; past it, 429 with Retry-After.",
+    )
+    request_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a request may take, waiting included; an answer still going "
+        "then ends with finish_reason length.",
+    )
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest request body (413 past it).")
+    max_messages: int = Field(32, ge=1, description="Most messages in one conversation.")
+    max_message_chars: int = Field(2000, ge=1, description="Longest message, in characters.")
+    rate_limit: float = Field(
+        30.0, ge=0, description="Requests per minute per visitor IP address; 0: no limit."
+    )
+    rate_burst: int = Field(10, ge=1, description="Requests a visitor may send at once.")
+    forwarded_proxies: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="Trusted proxies in front that append to X-Forwarded-For (Cloud Run: 1); "
+        "0: the header is ignored, so a visitor cannot pick the address it is limited by.",
+    )
+    cors_origins: list[Annotated[str, Field(pattern=r"^(\*|https?://[^/\s]+)$")]] = Field(
+        default_factory=list,
+        description="Origins of other sites whose pages may call the server, e.g. "
+        "https://example.com; the demo page on the server itself needs none.",
+    )
+    request_log: bool = Field(
+        False,
+        description="Append each request to out/serve/requests.jsonl (question, answer length, "
+        "latency, hashed visitor address); `minime data collect` reads it.",
+    )
+    shutdown_timeout: float = Field(
+        10.0, ge=0, description="Seconds to finish answers in flight on SIGTERM."
+    )
+    cloud_run: CloudRunConfig = Field(default_factory=CloudRunConfig)
+
+
 class MinimeConfig(_Section):
     """The whole of `minime.yaml`."""
 
@@ -160,6 +304,9 @@ class MinimeConfig(_Section):
     chat: ChatConfig = Field(default_factory=ChatConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
 def load_config(path: Path) -> MinimeConfig:

@@ -16,7 +16,17 @@ REFUSAL = re.compile(
     r"share|discuss|include)|not (?:share|discuss|disclose|mentioned|in the profile)|"
     r"keeps? (?:\w+ ){0,2}private|(?:is|are|stays?) private|i don'?t know|i do not know|"
     r"no information|lo siento|no puedo|tyvärr|kan inte|désolé|je ne peux|leider|"
-    r"kann (?:ich )?nicht)\b",
+    r"kann (?:ich )?nicht|"
+    # Declines and "I don't know"s that models write without the phrases above.
+    r"(?:don'?t|do not|doesn'?t|does not) have (?:any |that |this )?(?:information|details)|"
+    r"(?:does not|doesn'?t) (?:provide|specify|state|list|give)|no (?:mention|details)|"
+    r"(?:has not|hasn'?t|have not|haven'?t) (?:shared|mentioned|said)|"
+    r"(?:prefers?|would rather|'d rather) not|isn'?t something|(?:'s|is) private|"
+    r"(?:information|that) is(?:n'?t| not) available|i'm not sure|"
+    r"i'm (?:only )?here to (?:answer|help with) questions about|"
+    r"weiß (?:es |ich )?nicht|keine informationen|vet inte|ingen information|"
+    r"je ne sais pas|aucune information|pas d'information|no (?:lo )?sé|"
+    r"no tengo información)\b",
     re.IGNORECASE,
 )
 

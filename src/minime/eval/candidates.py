@@ -1,0 +1,70 @@
+"""`minime eval DIR --candidates ...`: which base model makes the best student?
+
+Each candidate student is trained and exported in a project of its own under
+`out/eval/candidates/<student>/` that shares the persona's files and training set
+(`out/data` is a link to the persona's), through `minime build`'s stages, so a rerun
+skips the candidates already done. Then each candidate's default quantization and the
+profile-prompted baseline answer the same questions; the report goes to
+`out/eval/candidates/`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+from minime.config import CONFIG_FILE
+from minime.eval.contenders import Contender, baseline, default_quant
+from minime.eval.runner import EvalReport, evaluate
+from minime.fileio import write_text_atomic
+from minime.project import Project
+
+
+def compare_candidates(
+    project: Project, students: list[str] | None = None, *, judge: str | None = None
+) -> EvalReport:
+    """Distill, export and evaluate each student (default `eval.candidates`).
+
+    :raises MinimeError: whatever a stage raises for a candidate.
+    """
+    from minime.build import build
+    from minime.export import exported_ggufs
+
+    root = project.out_dir("eval") / "candidates"
+    contenders = [baseline(project)]
+    for student in students or project.config.eval.candidates:
+        candidate = candidate_project(project, student, root / _slug(student))
+        build(candidate, ("distill", "export"))
+        folder = candidate.root / "out" / "export"
+        quant = default_quant(folder)
+        path = exported_ggufs(folder)[quant]
+        contenders.append(Contender(student, str(path), "plain", "candidate", quant))
+    return evaluate(project, contenders, judge=judge, out=root)
+
+
+def candidate_project(project: Project, student: str, folder: Path) -> Project:
+    """A project in `folder` like `project` but with `student` as its student; its
+    `out/data` is a link to the persona's training set."""
+    settings = project.config.model_dump(mode="json")
+    settings["name"] = project.name
+    settings["profile"] = str((project.root / project.config.profile).resolve())
+    settings["prompts"] = [str(path.resolve()) for path in project.prompt_files]
+    settings["models"]["student"] = student
+    settings["eval"]["questions"] = str((project.root / project.config.eval.questions).resolve())
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / CONFIG_FILE, yaml.safe_dump(settings, sort_keys=False))
+    data = folder / "out" / "data"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    target = (project.root / "out" / "data").resolve()
+    if data.is_symlink() and Path(os.readlink(data)) != target:
+        data.unlink()
+    if not data.is_symlink():
+        data.symlink_to(target, target_is_directory=True)
+    return Project.open(folder)
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name if os.sep in spec else spec)

@@ -1,0 +1,266 @@
+"""The evaluation's questions: the persona's own file, and questions written from the profile.
+
+The persona's file (`questions.jsonl`, one JSON object a line) holds questions with what a
+right answer must and must not contain. Questions written by a generator model from the
+profile add ones nobody tuned the model on: any that lies within the dedup distance of a
+prompt under `out/data/` is dropped, so the test is not in the training set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from minime.backends import ChatBackend
+from minime.data.tasks import task_key
+from minime.errors import InputError
+from minime.jsonl import read_jsonl
+from minime.project import Project
+
+Category = Literal[
+    "fact", "chained", "private", "out_of_scope", "injection", "multilingual", "unanswerable"
+]
+CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
+
+
+class Question(BaseModel):
+    """One evaluation question and what a right answer must and must not contain.
+
+    Patterns are regular expressions, matched case-insensitively anywhere in the answer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1)
+    category: Category
+    must_contain: list[str] = Field(default_factory=list)
+    must_not_contain: list[str] = Field(default_factory=list)
+    language: str | None = Field(None, pattern=r"^[a-z]{2}$")
+
+    @property
+    def id(self) -> str:
+        """A stable id from the category and the text."""
+        return task_key(self.category, self.question)
+
+
+class EvalQuestion(Question):
+    """A question as the evaluation uses it: with where it came from."""
+
+    source: Literal["persona", "generated"]
+    origin: str
+
+
+class Rejected(BaseModel):
+    """A generated question left out, and why."""
+
+    question: str
+    category: str
+    reason: str
+
+
+class QuestionSet(BaseModel):
+    """The questions of one evaluation, and the generated ones that were left out."""
+
+    questions: list[EvalQuestion]
+    rejected: list[Rejected]
+    #: Persona questions within the dedup distance of a training prompt (their scores may
+    #: overstate what the model does with new phrasings).
+    persona_near_training: list[str]
+    training_prompts: int
+
+    def digest(self) -> str:
+        """A short hash of the questions asked, for caching answers."""
+        return task_key(*(q.question for q in self.questions))
+
+
+def load_questions(path: Path) -> list[EvalQuestion]:
+    """Read and validate a persona's question file.
+
+    :raises InputError: naming file, line and field, if a line is not a valid question or a
+        pattern is not a valid regular expression.
+    """
+    questions = []
+    for number, record in read_jsonl(path):
+        try:
+            question = Question.model_validate(record)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(map(str, error["loc"])) or "(line)"
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = f"unknown field (expected one of {', '.join(Question.model_fields)})"
+            raise InputError(f'{path}:{number}: field "{field}": {message}') from exc
+        for field in ("must_contain", "must_not_contain"):
+            for i, pattern in enumerate(getattr(question, field)):
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise InputError(
+                        f'{path}:{number}: field "{field}[{i}]": invalid regular expression '
+                        f"{pattern!r}: {exc}"
+                    ) from exc
+        questions.append(
+            EvalQuestion(**question.model_dump(), source="persona", origin=f"{path.name}:{number}")
+        )
+    return questions
+
+
+def question_set(
+    project: Project, generator: ChatBackend | None, out: Path, *, encode=None
+) -> QuestionSet:
+    """The persona's questions plus new ones from `generator` (None: the persona's only).
+
+    Generation calls are kept in `out/generated.tasks.jsonl`, so a rerun asks nothing again
+    and gets the same questions. A new question within the dedup distance
+    (`data.dedup_threshold`, `models.embedder`) of a training prompt in `out/data/` or of a
+    question kept before it is dropped. Writes `out/questions.jsonl` and `out/rejected.jsonl`.
+
+    :param encode: the sentence encoder, `minime.data.dedup.encode` by default.
+    :raises InputError: if the persona's file is malformed, or there are no questions.
+    """
+    from minime.eval.generate import generate_questions
+    from minime.jsonl import write_jsonl
+
+    config = project.config
+    path = project.root / config.eval.questions
+    persona = load_questions(path) if path.is_file() else []
+    training = training_prompts(project.root / "out" / "data")
+    generated: list[EvalQuestion] = []
+    rejected: list[Rejected] = []
+    persona_near: list[str] = []
+    if generator is not None or (persona and training):
+        novelty = NoveltyFilter(
+            training, config.models.embedder, config.data.dedup_threshold, encode
+        )
+        persona_near = novelty.add_persona(persona)
+        if generator is not None:
+            generated, rejected = generate_questions(project, generator, out, novelty)
+    questions = persona + generated
+    if not questions:
+        raise InputError(
+            f"{path}: no questions: write some (format in the README) or set "
+            "eval.generated_facts above 0"
+        )
+    write_jsonl(out / "questions.jsonl", (q.model_dump() for q in questions))
+    write_jsonl(out / "rejected.jsonl", (r.model_dump() for r in rejected))
+    return QuestionSet(
+        questions=questions,
+        rejected=rejected,
+        persona_near_training=persona_near,
+        training_prompts=len(training),
+    )
+
+
+def training_prompts(data_dir: Path) -> list[str]:
+    """Every prompt in the JSONL files of `data_dir`: `prompt`, `prompts` and user turns."""
+    seen: dict[str, None] = {}
+    for path in sorted(data_dir.glob("*.jsonl")) if data_dir.is_dir() else []:
+        for _, record in read_jsonl(path):
+            for text in _prompts_of(record):
+                seen.setdefault(text.strip(), None)
+    seen.pop("", None)
+    return list(seen)
+
+
+def _prompts_of(record: dict) -> Iterator[str]:
+    if isinstance(record.get("prompt"), str):
+        yield record["prompt"]
+    for text in record.get("prompts") or ():
+        if isinstance(text, str):
+            yield text
+    for message in record.get("messages") or ():
+        if isinstance(message, dict) and message.get("role") == "user":
+            yield str(message.get("content", ""))
+
+
+class NoveltyFilter:
+    """Admits questions that are new: farther than `threshold` (cosine distance, the dedup
+    stage's measure) from every training prompt and every question admitted before."""
+
+    def __init__(self, training: list[str], embedder: str, threshold: float, encode=None):
+        self.training = training
+        self.embedder = embedder
+        self.threshold = threshold
+        self._encode = encode
+        self._trained: np.ndarray | None = None
+        self._kept: list[np.ndarray] = []
+        self._kept_texts: list[str] = []
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        if self._encode is None:
+            from minime.data.dedup import encode
+
+            self._encode = encode
+        if self._trained is None:  # one encoder call for the training prompts and the first batch
+            vectors = self._encode(texts + self.training, self.embedder)
+            self._trained = vectors[len(texts) :]
+            return vectors[: len(texts)]
+        return self._encode(texts, self.embedder) if texts else np.zeros((0, 0))
+
+    def add_persona(self, questions: list[EvalQuestion]) -> list[str]:
+        """Keep every persona question; return those within the distance of a training
+        prompt (reported: their scores may overstate how the model does on new phrasings)."""
+        near = []
+        for question, vector in zip(
+            questions, self._vectors([q.question for q in questions]), strict=True
+        ):
+            if self._closest_training(vector) is not None:
+                near.append(question.question)
+            self._keep(question.question, vector)
+        return near
+
+    def admit(
+        self,
+        questions: list[EvalQuestion],
+        groups: list[object] | None = None,
+        *,
+        against_kept: bool = True,
+    ) -> tuple[list[EvalQuestion], list[Rejected]]:
+        """The new questions, in order; at most one per group (e.g. per profile fact).
+
+        :param against_kept: also compare with the questions kept before (off for chained
+            questions, which contain the kept questions they join).
+        """
+        groups = groups or [object() for _ in questions]
+        taken = set()
+        kept, rejected = [], []
+        vectors = self._vectors([q.question for q in questions]) if questions else []
+        for question, vector, group in zip(questions, vectors, groups, strict=True):
+            if group in taken:
+                reason = "another question about the same fact was kept"
+            elif (prompt := self._closest_training(vector)) is not None:
+                reason = f"near the training prompt {prompt!r}"
+            elif against_kept and (twin := self._closest_kept(vector)) is not None:
+                reason = f"near the evaluation question {twin!r}"
+            else:
+                kept.append(question)
+                taken.add(group)
+                self._keep(question.question, vector)
+                continue
+            rejected.append(
+                Rejected(question=question.question, category=question.category, reason=reason)
+            )
+        return kept, rejected
+
+    def _closest_training(self, vector: np.ndarray) -> str | None:
+        if self._trained is None or not len(self._trained):
+            return None
+        similarity = self._trained @ vector
+        best = int(similarity.argmax())
+        return self.training[best] if 1 - similarity[best] < self.threshold else None
+
+    def _closest_kept(self, vector: np.ndarray) -> str | None:
+        if not self._kept:
+            return None
+        similarity = np.stack(self._kept) @ vector
+        best = int(similarity.argmax())
+        return self._kept_texts[best] if 1 - similarity[best] < self.threshold else None
+
+    def _keep(self, text: str, vector: np.ndarray) -> None:
+        self._kept.append(vector)
+        self._kept_texts.append(text)

@@ -1,0 +1,19 @@
+"""`minime export`: the trained student as verified GGUF files, a Modelfile and a model card."""
+
+from minime.export.stage import (
+    ExportResult,
+    VerificationFailed,
+    export,
+    exported_ggufs,
+)
+from minime.export.stage import verify_export as verify
+from minime.export.verify import VerifyReport
+
+__all__ = [
+    "ExportResult",
+    "VerificationFailed",
+    "VerifyReport",
+    "export",
+    "exported_ggufs",
+    "verify",
+]

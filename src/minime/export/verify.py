@@ -1,0 +1,409 @@
+"""Proof that the exported GGUFs behave like the trained student, and stop.
+
+Four checks, each with its figures in `verify.json`:
+- metadata: every file carries the student's chat template, and llama.cpp treats each
+  end-of-turn id as end of generation;
+- tokenizer: the F16 file, through its embedded template (the path `LlamaCppBackend` and
+  the server use), turns every training prompt into the ids the student trained on, and
+  tokenizes each whole rendered conversation as the Hugging Face tokenizer does;
+- logits: on the validation answers, the next-token distribution of each file against the
+  Hugging Face model (top-1 agreement, mean KL(HF || GGUF)); thresholds below;
+- answers: every quantized file answers each validation prompt, sampled as the assistant is
+  served (`chat.temperature`, `top_p`, `seed`), ends its turn with an end-of-turn token
+  within the token limit, and writes no template token. Where an answer never ends, the F16
+  file answers the same prompt too: if it does not end either, the fault is the student's
+  own (a repetition loop, a stop never learned), which the failure message says.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+from rich.progress import Progress
+
+from minime.backends.base import SamplingParams
+from minime.errors import BackendError
+
+#: The F16 file is the trained weights converted, not approximated: it must agree with the
+#: Hugging Face model almost everywhere (measured on SmolLM2-135M: top-1 0.995, KL 1e-5).
+F16_MIN_TOP1 = 0.98
+F16_MAX_KL = 0.01
+#: Quantized files lose some agreement (measured on SmolLM2-135M: Q8_0 0.97 / KL 0.005,
+#: Q4_K_M 0.91 / 0.08); these floors only catch a broken file, whose agreement is near 0.
+QUANTIZED_MIN_TOP1 = 0.7
+QUANTIZED_MAX_KL = 1.0
+#: Failures listed per check in verify.json (the counts cover all of them).
+SHOWN_FAILURES = 5
+
+
+class VerifyReport(BaseModel):
+    """Figures of `minime export --verify`; `failures` is empty when every check passed."""
+
+    source: str
+    passed: bool
+    failures: list[str]
+    thresholds: dict[str, float | int]
+    metadata: dict[str, dict]
+    tokenizer: dict
+    #: Mean probability the trained model gives its end-of-turn token right after each
+    #: validation answer: low means the student never learned to stop.
+    student_end_of_turn_probability: float
+    logits: dict[str, dict]
+    answers: dict[str, dict]
+    #: The F16 file's answers to the prompts some quantized file never ended, if any.
+    f16_on_endless: dict | None = None
+    seconds: float
+
+
+def verify_files(
+    files: dict[str, Path],
+    source: Path,
+    train_rows: list[dict],
+    val_rows: list[dict],
+    *,
+    params: SamplingParams,
+    threads: int | None,
+) -> VerifyReport:
+    """Run every check on the exported `files` (quant -> path, "f16" among them).
+
+    :param source: the trained Hugging Face folder the files were made from.
+    :param val_rows: validation rows; their prompts are answered by each quantized file.
+    :param params: how answers are sampled; `max_tokens` is the limit to end a turn within.
+    """
+    import torch
+
+    started = time.monotonic()
+    torch_threads = torch.get_num_threads()
+    if threads:
+        # More torch threads than free cores spin and slow the HF forward passes several-fold.
+        torch.set_num_threads(threads)
+    try:
+        return _verify(files, source, train_rows, val_rows, params, threads, started)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _verify(files, source, train_rows, val_rows, params, threads, started) -> VerifyReport:
+    from minime.distill.data import chat_prompt_ids, end_of_turn_text
+    from minime.distill.student import end_of_turn_ids, load_student
+
+    model, tokenizer = load_student(source)
+    model.eval()
+    meta = json.loads((source / "minime.json").read_text(encoding="utf-8"))
+    template = meta["chat_template"]
+    end_ids = meta.get("end_of_turn_ids") or end_of_turn_ids(tokenizer)
+    markers = template_markers(tokenizer, end_ids)
+    failures: list[str] = []
+
+    metadata = {quant: _metadata(path, template, end_ids) for quant, path in files.items()}
+    for quant, figures in metadata.items():
+        if not figures["template_matches"]:
+            failures.append(f"{quant}: the GGUF's chat template is not the one trained with")
+        wrong = [i for i, eog in figures["end_of_turn_ids"].items() if not eog]
+        if wrong:
+            failures.append(f"{quant}: llama.cpp does not stop at end-of-turn ids {wrong}")
+
+    suffix = tokenizer(end_of_turn_text(tokenizer), add_special_tokens=False)["input_ids"]
+    sequences = []  # (prompt, answer + end of turn, index of the end-of-turn token)
+    for row in val_rows:
+        prompt = chat_prompt_ids(tokenizer, row["messages"][:-1])
+        answer = tokenizer(row["messages"][-1]["content"], add_special_tokens=False)["input_ids"]
+        sequences.append((prompt, answer + suffix, len(answer)))
+
+    with Progress(transient=True) as progress:
+        tokens = _tokenizer_check(files["f16"], tokenizer, train_rows, threads, progress)
+        if tokens["prompt_mismatches"] or tokens["text_mismatches"]:
+            failures.append(
+                f"f16: the GGUF tokenizes {tokens['prompt_mismatches']} of {tokens['rows']} "
+                f"training prompts and {tokens['text_mismatches']} whole conversations "
+                "differently from the trained tokenizer"
+            )
+        logits, student_stop = _logits_check(files, model, sequences, threads, progress)
+        for quant, figures in logits.items():
+            min_top1, max_kl = (
+                (F16_MIN_TOP1, F16_MAX_KL)
+                if quant == "f16"
+                else (QUANTIZED_MIN_TOP1, QUANTIZED_MAX_KL)
+            )
+            if figures["top1_agreement"] < min_top1 or figures["mean_kl"] > max_kl:
+                failures.append(
+                    f"{quant}: next-token agreement with the trained model "
+                    f"{figures['top1_agreement']:.3f} (needs {min_top1}), mean KL "
+                    f"{figures['mean_kl']:.4f} (needs at most {max_kl})"
+                )
+        answers = {}
+        for quant, path in files.items():
+            if quant == "f16":
+                continue
+            answers[quant] = _answers_check(
+                path, val_rows, markers, tokenizer, params, threads, progress
+            )
+            failures += [f"{quant}: {problem}" for problem in answers[quant]["problems"]]
+        endless = sorted({i for a in answers.values() for i in a["endless_rows"]})
+        f16_on_endless = None
+        if endless:
+            f16 = _answers_check(
+                files["f16"],
+                [val_rows[i] for i in endless],
+                markers,
+                tokenizer,
+                params,
+                threads,
+                progress,
+            )
+            f16_on_endless = f16 | {"rows_checked": endless}
+            if f16["no_stop"]:
+                failures.append(
+                    f"f16 (the trained weights, unquantized) does not end {f16['no_stop']} of "
+                    f"those {len(endless)} answers either: the student's own behaviour (e.g. "
+                    "a repetition loop), not the export's; train it further"
+                )
+    if any(a.get("no_stop") for a in answers.values()) and student_stop < 0.5:
+        failures.append(
+            "the trained model itself gives its end-of-turn token only "
+            f"{student_stop:.2f} probability after the validation answers, and the F16 file "
+            "predicts like it: the student has not learned to stop; train it longer (with "
+            "LoRA, a base whose end-of-turn embedding is untrained also needs it trained)"
+        )
+    return VerifyReport(
+        source=str(source),
+        passed=not failures,
+        failures=failures,
+        thresholds={
+            "f16_min_top1": F16_MIN_TOP1,
+            "f16_max_kl": F16_MAX_KL,
+            "quantized_min_top1": QUANTIZED_MIN_TOP1,
+            "quantized_max_kl": QUANTIZED_MAX_KL,
+            "answer_max_tokens": params.max_tokens,
+            "answer_temperature": params.temperature,
+        },
+        metadata=metadata,
+        tokenizer=tokens,
+        student_end_of_turn_probability=round(student_stop, 4),
+        logits=logits,
+        answers=answers,
+        f16_on_endless=f16_on_endless,
+        seconds=round(time.monotonic() - started, 1),
+    )
+
+
+def template_markers(tokenizer, end_ids: list[int]) -> list[str]:
+    """The special tokens the chat template writes, and the end-of-turn tokens: text an
+    answer must never contain."""
+    fmt_text = tokenizer.apply_chat_template(
+        [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "q"},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    special = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    markers = {token for token in special if token in fmt_text}
+    markers |= {tokenizer.convert_ids_to_tokens(i) for i in end_ids}
+    return sorted(markers)
+
+
+def _tokenizer_of(path: Path):
+    """The GGUF loaded by llama.cpp for its tokenizer and metadata (a vocab-only load would
+    warn about its zero training context on every call)."""
+    from llama_cpp import Llama
+
+    return Llama(model_path=str(path), n_ctx=64, n_batch=64, verbose=False)
+
+
+def _metadata(path: Path, template: str, end_ids: list[int]) -> dict:
+    import llama_cpp
+
+    llm = _tokenizer_of(path)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        return {
+            "template_matches": llm.metadata.get("tokenizer.chat_template") == template,
+            "end_of_turn_ids": {
+                str(i): bool(llama_cpp.llama_vocab_is_eog(vocab, i)) for i in end_ids
+            },
+            "bytes": path.stat().st_size,
+        }
+    finally:
+        llm.close()
+
+
+def _tokenizer_check(path: Path, tokenizer, rows, threads, progress) -> dict:
+    """Training prompts through the GGUF's own template and tokenizer vs the trained ids."""
+    from minime.backends.llamacpp import LlamaCppBackend
+    from minime.distill.data import chat_prompt_ids
+
+    llm = _tokenizer_of(path)
+    prompt_mismatches, text_mismatches, examples = 0, 0, []
+    task = progress.add_task("verify: tokenizer", total=len(rows))
+    try:
+        backend = LlamaCppBackend(path, n_ctx=512, n_threads=threads)
+    except BackendError as exc:
+        llm.close()
+        return {
+            "rows": len(rows),
+            "prompt_mismatches": len(rows),
+            "text_mismatches": 0,
+            "examples": [str(exc)],
+        }
+    try:
+        for row in rows:
+            messages = row["messages"]
+            if backend.prompt_tokens(messages[:-1]) != chat_prompt_ids(tokenizer, messages[:-1]):
+                prompt_mismatches += 1
+                if len(examples) < SHOWN_FAILURES:
+                    examples.append(messages[-2]["content"])
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+            ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            if ids != tokenizer(text, add_special_tokens=False)["input_ids"]:
+                text_mismatches += 1
+                if len(examples) < SHOWN_FAILURES:
+                    examples.append(text)
+            progress.advance(task)
+    finally:
+        backend.close()
+        llm.close()
+        progress.remove_task(task)
+    return {
+        "rows": len(rows),
+        "prompt_mismatches": prompt_mismatches,
+        "text_mismatches": text_mismatches,
+        "examples": examples,
+    }
+
+
+def _logits_check(files, model, sequences, threads, progress) -> tuple[dict[str, dict], float]:
+    """Top-1 agreement and KL(HF || GGUF) over the answer positions of `sequences`, and the
+    probability of the end-of-turn token after each answer (per file, and the HF model's)."""
+    import torch
+    from llama_cpp import Llama
+
+    if not sequences:
+        return {}, 0.0
+    n_ctx = max(len(p) + len(c) for p, c, _ in sequences) + 8
+    llms = {
+        quant: Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            logits_all=True,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+        for quant, path in files.items()
+    }
+    agree = dict.fromkeys(llms, 0)
+    kls: dict[str, list[float]] = {quant: [] for quant in llms}
+    stops: dict[str, list[float]] = {quant: [] for quant in [*llms, "hf"]}
+    positions = 0
+    task = progress.add_task("verify: logits", total=len(sequences))
+    try:
+        for prompt, completion, end in sequences:
+            ids = prompt + completion
+            first, last = len(prompt) - 1, len(ids) - 1
+            with torch.no_grad():
+                hf = model(torch.tensor([ids])).logits[0, first:last].double()
+            hf_logprobs = torch.log_softmax(hf, dim=-1).numpy()
+            hf_top = hf_logprobs.argmax(-1)
+            stops["hf"].append(float(np.exp(hf_logprobs[end, completion[end]])))
+            positions += last - first
+            for quant, llm in llms.items():
+                llm.reset()
+                llm.eval(ids)
+                gguf = np.asarray(llm.scores[first:last], dtype=np.float64)
+                gguf -= gguf.max(-1, keepdims=True)
+                gguf -= np.log(np.exp(gguf).sum(-1, keepdims=True))
+                kl = (np.exp(hf_logprobs) * (hf_logprobs - gguf)).sum(-1)
+                kls[quant] += kl.tolist()
+                agree[quant] += int((gguf.argmax(-1) == hf_top).sum())
+                stops[quant].append(float(np.exp(gguf[end, completion[end]])))
+            progress.advance(task)
+    finally:
+        for llm in llms.values():
+            llm.close()
+        progress.remove_task(task)
+    figures = {
+        quant: {
+            "positions": positions,
+            "top1_agreement": round(agree[quant] / positions, 4),
+            "mean_kl": round(float(np.mean(kls[quant])), 6),
+            "max_kl": round(float(np.max(kls[quant])), 6),
+            "end_of_turn_probability": round(float(np.mean(stops[quant])), 4),
+        }
+        for quant in llms
+    }
+    return figures, float(np.mean(stops["hf"]))
+
+
+def _answers_check(path, rows, markers, tokenizer, params, threads, progress) -> dict:
+    """Answers to the validation prompts under the GGUF's own template."""
+    from minime.backends.llamacpp import LlamaCppBackend
+
+    special_ids = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    max_tokens = params.max_tokens
+    figures: dict = {
+        "prompts": len(rows),
+        "stopped": 0,
+        "problems": [],
+        "samples": [],
+        "endless_rows": [],
+    }
+    try:
+        backend = LlamaCppBackend(path, n_ctx=2048, n_threads=threads)
+    except BackendError as exc:
+        figures["problems"].append(str(exc))
+        return figures
+    counts = {"no_stop": 0, "empty": 0, "template_tokens": 0}
+    lengths = []
+    task = progress.add_task(f"verify: answers of {path.name}", total=len(rows))
+    try:
+        for number, row in enumerate(rows):
+            messages = row["messages"][:-1]
+            completion = backend.complete(messages, params)
+            text = completion.text
+            leaked = [m for m in markers if m in text]
+            leaked += [
+                tokenizer.convert_ids_to_tokens(t.id)
+                for t in completion.tokens
+                if t.id in special_ids
+            ]
+            problem = None
+            if completion.finish_reason != "stop":
+                counts["no_stop"] += 1
+                figures["endless_rows"].append(number)
+                problem = f"no end of turn within {max_tokens} tokens"
+            elif not text.strip():
+                counts["empty"] += 1
+                problem = "empty answer"
+            elif leaked:
+                counts["template_tokens"] += 1
+                problem = f"template tokens {sorted(set(leaked))} in the answer"
+            else:
+                figures["stopped"] += 1
+            lengths.append(completion.usage.completion_tokens)
+            if problem and len(figures["samples"]) < SHOWN_FAILURES:
+                figures["samples"].append(
+                    {"prompt": messages[-1]["content"], "answer": text[:300], "problem": problem}
+                )
+            progress.advance(task)
+    finally:
+        backend.close()
+        progress.remove_task(task)
+    figures |= counts
+    figures["mean_tokens"] = round(float(np.mean(lengths)), 1) if lengths else 0.0
+    figures["max_tokens"] = max(lengths, default=0)
+    for key, what in (
+        ("no_stop", f"did not end its turn within {max_tokens} tokens"),
+        ("empty", "gave an empty answer"),
+        ("template_tokens", "wrote template tokens"),
+    ):
+        if counts[key]:
+            figures["problems"].append(f"{counts[key]} of {len(rows)} validation prompts {what}")
+    return figures
