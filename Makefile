@@ -26,5 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/chat_speed.py
 
+# Keeps the example's shipped dataset (tracked files); removes everything generated.
 clean:
-	rm -rf $(VENV) $(EXAMPLE)/out
+	rm -rf $(VENV)
+	git clean -fdX -- $(EXAMPLE)/out

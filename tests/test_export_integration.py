@@ -109,8 +109,9 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("persona")
     shutil.copy(EXAMPLE / "profile.md", root / "profile.md")
     (root / "minime.yaml").write_text(
-        "name: Mara Lindqvist\nexport:\n  verify_prompts: 3\n  verify_max_tokens: 200\n"
-        "  threads: 1\n"
+        # Greedy: the untrained model ends these three answers (sampled, it may not).
+        "name: Mara Lindqvist\nchat:\n  temperature: 0\n"
+        "export:\n  verify_prompts: 3\n  verify_max_tokens: 200\n  threads: 1\n"
     )
     data = root / "out" / "data"
     data.mkdir(parents=True)

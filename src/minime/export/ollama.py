@@ -13,7 +13,7 @@ error rather than a Modelfile that prompts the model differently from training.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from minime.export.convert import ExportError
 
@@ -91,8 +91,6 @@ class TurnFormat:
         return fmt
 
     def _with_system(self, render) -> TurnFormat:
-        from dataclasses import replace
-
         try:
             text = render([("system", _S), ("user", _U1)], True)
         except Exception:  # a template may raise on a system message: none is supported
@@ -118,8 +116,9 @@ class TurnFormat:
         system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
         if system is not None and self.system_style is None:
             messages, system = messages[1:], None
-        parts = [self.system_prefix + system + self.system_suffix] if system else []
-        if system is None or self.system_style == "fold":
+        if system is not None and self.system_style == "turn":
+            parts = [self.system_prefix + system + self.system_suffix]
+        else:
             parts = [self.preamble]
         turns = messages[1:] if system is not None else messages
         for i, message in enumerate(turns):

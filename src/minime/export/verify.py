@@ -36,6 +36,10 @@ F16_MAX_KL = 0.01
 #: Q4_K_M 0.91 / 0.08); these floors only catch a broken file, whose agreement is near 0.
 QUANTIZED_MIN_TOP1 = 0.7
 QUANTIZED_MAX_KL = 1.0
+#: Below this mean probability of its end-of-turn token after the validation answers, a
+#: student that does not end its answers is said not to have learned to stop (measured:
+#: trained students 0.84-0.90, a Gemma 3 LoRA student whose stop token stayed untrained 0.0005).
+STUDENT_MIN_STOP = 0.2
 #: Failures listed per check in verify.json (the counts cover all of them).
 SHOWN_FAILURES = 5
 
@@ -162,7 +166,7 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
                     f"those {len(endless)} answers either: the student's own behaviour (e.g. "
                     "a repetition loop), not the export's; train it further"
                 )
-    if any(a.get("no_stop") for a in answers.values()) and student_stop < 0.5:
+    if any(a.get("no_stop") for a in answers.values()) and student_stop < STUDENT_MIN_STOP:
         failures.append(
             "the trained model itself gives its end-of-turn token only "
             f"{student_stop:.2f} probability after the validation answers, and the F16 file "
