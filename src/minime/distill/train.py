@@ -126,7 +126,7 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
         raise InputError(f"{data_dir / 'train.jsonl'}: no row fits in {config.max_length} tokens")
     top_k = max((len(ids) for e in train_set for ids, _ in e.teacher_top.values()), default=1)
 
-    model, context_teacher = _prepare(model, folder, config, mode)
+    model, context_teacher = _prepare(model, folder, config, mode, end_ids)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     bf16 = _use_bf16(config)
     steps_per_epoch = math.ceil(
@@ -246,9 +246,13 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _prepare(model, folder: Path, config: DistillConfig, mode: str):
+def _prepare(model, folder: Path, config: DistillConfig, mode: str, end_ids: list[int]):
     """The model to train (LoRA-wrapped or not) and, for context KD with full tuning, a frozen
-    copy of the base as the teacher."""
+    copy of the base as the teacher.
+
+    LoRA also trains the embedding rows of the end-of-turn tokens: a base model (Gemma 3
+    270M) never saw its `<end_of_turn>` token, and with tied embeddings no adapter on the
+    linear layers can raise that token's output score, so the student would never stop."""
     context_teacher = None
     if config.tuning == "lora":
         from peft import LoraConfig, get_peft_model
@@ -266,6 +270,7 @@ def _prepare(model, folder: Path, config: DistillConfig, mode: str):
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
             target_modules=targets,
+            trainable_token_indices=None if config.lora_embeddings else end_ids,
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
