@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/chat_speed.py
+	$(PY) bench/serve_speed.py
 
 # Keeps the example's shipped dataset (tracked files); removes everything generated.
 clean:
