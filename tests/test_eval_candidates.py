@@ -9,6 +9,7 @@ import yaml
 import minime.distill
 import minime.eval.candidates as candidates_module
 from minime.eval import compare_candidates
+from minime.export.stage import default_quant
 from minime.project import Project
 
 
@@ -45,7 +46,9 @@ def test_each_candidate_is_trained_exported_and_compared(tmp_path, monkeypatch):
         return "report"
 
     monkeypatch.setattr(minime.distill, "distill", distill)
-    fake_export = types.SimpleNamespace(export=export, exported_ggufs=exported_ggufs)
+    fake_export = types.SimpleNamespace(
+        export=export, exported_ggufs=exported_ggufs, default_quant=default_quant
+    )
     monkeypatch.setitem(sys.modules, "minime.export", fake_export)
     monkeypatch.setattr(candidates_module, "evaluate", evaluate)
 

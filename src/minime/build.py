@@ -23,12 +23,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from minime.errors import InputError
-from minime.fileio import write_text_atomic
+from minime.fileio import file_sha256, write_text_atomic
 from minime.project import Project
 
 STAGES = ("data", "distill", "export", "eval")
 STAMP = "build-stamp.json"
-_BLOCK = 8 * 1024 * 1024
 
 
 class StageOutcome(BaseModel):
@@ -205,11 +204,7 @@ def _file_sha(path: Path) -> str:
 def _sha_of(path: str, size: int, mtime_ns: int) -> str:
     """sha256 of a file, computed once per size and modification time: one build reads a
     stage's outputs up to three times (its stamp, and the inputs of the stages after it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _digest(inputs: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
-"""Atomic file writes: a reader or a crash never sees a half-written file."""
+"""Atomic file writes (a reader or a crash never sees a half-written file) and file digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -37,3 +38,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_open(path) as handle:
         handle.write(text)
+
+
+def file_sha256(path: Path | str) -> str:
+    """The sha256 hex digest of a file, read in blocks (model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from minime.config import CONFIG_FILE
-from minime.eval.contenders import Contender, baseline, default_quant
+from minime.eval.contenders import Contender, baseline, recommended_quant
 from minime.eval.runner import EvalReport, evaluate
 from minime.fileio import write_text_atomic
 from minime.project import Project
@@ -39,7 +39,7 @@ def compare_candidates(
         candidate = candidate_project(project, student, root / _slug(student))
         build(candidate, ("distill", "export"))
         folder = candidate.root / "out" / "export"
-        quant = default_quant(folder)
+        quant = recommended_quant(folder)
         path = exported_ggufs(folder)[quant]
         contenders.append(Contender(student, str(path), "plain", "candidate", quant))
     return evaluate(project, contenders, judge=judge, out=root)

@@ -125,14 +125,11 @@ def _method(suffix: str, metadata: Path) -> str:
     return str(method or suffix.lstrip("-") or "student")
 
 
-def default_quant(folder: Path) -> str:
+def recommended_quant(folder: Path) -> str:
     """The quantization an export folder recommends (`default` in its export.json), else the
     first it has."""
-    from minime.export import exported_ggufs
+    from minime.export import default_quant, exported_ggufs
 
     files = exported_ggufs(folder)
-    try:
-        default = json.loads((folder / "export.json").read_text(encoding="utf-8")).get("default")
-    except (OSError, ValueError, AttributeError):
-        default = None
+    default = default_quant(folder)
     return default if default in files else next(iter(files))

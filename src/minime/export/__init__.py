@@ -3,6 +3,7 @@
 from minime.export.stage import (
     ExportResult,
     VerificationFailed,
+    default_quant,
     export,
     exported_ggufs,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "ExportResult",
     "VerificationFailed",
     "VerifyReport",
+    "default_quant",
     "export",
     "exported_ggufs",
     "verify",

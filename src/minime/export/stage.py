@@ -27,7 +27,7 @@ from minime.export.card import model_card
 from minime.export.convert import ExportError, quantize, write_f16_gguf
 from minime.export.ollama import TurnFormat, modelfile
 from minime.export.verify import VerifyReport, verify_files
-from minime.fileio import write_text_atomic
+from minime.fileio import file_sha256, write_text_atomic
 from minime.project import Project
 
 EXPORT_JSON = "export.json"
@@ -197,6 +197,12 @@ def exported_ggufs(folder: Path) -> dict[str, Path]:
     return files
 
 
+def default_quant(folder: Path) -> str | None:
+    """The quantization `folder/export.json` names as the one to serve, if it names one."""
+    default = (_read_json(Path(folder) / EXPORT_JSON) or {}).get("default")
+    return default if isinstance(default, str) else None
+
+
 def export_folder(project: Project, source: Path) -> Path:
     """`out/export` for `out/distill/model`, `out/export-<m>` for `out/distill-<m>/model`,
     `out/export-<folder>` for a model elsewhere."""
@@ -261,7 +267,7 @@ def _fingerprint(source: Path, settings: list[str]) -> str:
     for path in sorted(source.iterdir()):
         if path.is_file():
             digest.update(path.name.encode())
-            digest.update(_sha256(path).encode())
+            digest.update(file_sha256(path).encode())
     return digest.hexdigest()
 
 
@@ -292,16 +298,8 @@ def _file_entry(folder: Path, quant: str, path: Path) -> dict:
         "quant": quant,
         "path": path.relative_to(folder).as_posix(),
         "bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict | None:

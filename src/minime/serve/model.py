@@ -3,7 +3,6 @@ assistant of a project that has no export yet."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,15 +54,13 @@ def exported_gguf(folder: Path, quant: str | None = None) -> Path:
 
     :raises InputError: if the manifest is missing or unreadable, or names no such quant.
     """
-    from minime.export import exported_ggufs
+    from minime.export import default_quant, exported_ggufs
 
     files = exported_ggufs(folder)
     manifest = folder / "export.json"
+    quant = quant or default_quant(folder)
     if quant is None:
-        try:
-            quant = json.loads(manifest.read_text(encoding="utf-8"))["default"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f'{manifest}: field "default" missing or unreadable ({exc})') from exc
+        raise InputError(f'{manifest}: field "default" missing')
     if quant not in files:
         raise InputError(f"{manifest}: no {quant} file (exported: {', '.join(files) or 'none'})")
     return files[quant]
