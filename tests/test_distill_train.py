@@ -163,6 +163,38 @@ def test_collate_pads_labels_and_teacher_slots(tiny_student):
     assert torch.isinf(batch["top_logprobs"][~batch["kd_mask"]]).all()
 
 
+def test_the_loss_skips_logits_of_prompt_positions_without_changing_its_value(
+    tiny_student, tmp_path
+):
+    from transformers import TrainingArguments
+
+    from minime.config import DistillConfig
+    from minime.distill.losses import cross_entropy, sparse_kd_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_student)
+    model = AutoModelForCausalLM.from_pretrained(tiny_student)
+    suffix = end_of_turn_text(tokenizer)
+    rows = make_rows(tokenizer, 1)
+    examples = [encode_row(tokenizer, r, suffix, same_vocab=True, max_length=64) for r in rows]
+    batch = collate(examples, tokenizer.pad_token_id, 3)
+    first = trainer_module.first_scored_position(batch)
+    assert first > 0 and (batch["labels"][:, :first] == IGNORE).all()
+    config = DistillConfig()
+    trainer = trainer_module.DistillTrainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]),
+        distill=config,
+        mode="sparse",
+        generate_answers=None,
+        recall_probe=[],
+    )
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = config.ce_weight * cross_entropy(logits, batch["labels"]) + config.kd_weight * (
+        sparse_kd_loss(logits, batch["top_ids"], batch["top_logprobs"], batch["kd_mask"])
+    )
+    assert torch.allclose(trainer.compute_loss(model, batch), expected, atol=1e-6)
+
+
 def test_malformed_rows_name_file_line_and_field(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(

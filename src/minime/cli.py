@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,9 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    # Logs and CI have no width; rich's 80 columns would fold the evaluation tables.
+    console.width = 160
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
