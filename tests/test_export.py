@@ -379,3 +379,20 @@ def test_model_card_names_licence_data_training_and_figures(tmp_path):
     assert "| Q8_0 | 0.970 | 0.0040 | 5 / 5 | 31.0 |" in card
     assert "| accuracy | 0.61 |" in card
     assert "ollama create asa-example -f Modelfile" in card
+
+
+def test_answers_that_never_end_fail_unless_the_student_itself_loops_on_a_few():
+    from minime.export.verify import endless_verdicts
+
+    answers = {"q8_0": {"endless_rows": [3, 7]}, "q4_k_m": {"endless_rows": [3]}}
+    failures, warnings = endless_verdicts(answers, {3, 7}, rows=50, max_tokens=256)
+    assert failures == [] and len(warnings) == 1 and "2 of 50" in warnings[0]
+    failures, warnings = endless_verdicts(answers, {3}, rows=50, max_tokens=256)
+    assert failures == [
+        "q8_0: 1 of 50 validation prompts did not end its turn within 256 tokens, although "
+        "the F16 file ends them"
+    ]
+    assert "1 of 50" in warnings[0]
+    many = {"q8_0": {"endless_rows": list(range(20))}}
+    failures, warnings = endless_verdicts(many, set(range(20)), rows=50, max_tokens=256)
+    assert warnings == [] and failures[0].endswith("train it further")

@@ -398,6 +398,8 @@ def export(
             f"tokenizer: {report.tokenizer['rows']} training prompts identical; "
             f"{report.seconds:.0f} s"
         )
+        for warning in report.warnings:
+            err_console.print(f"warning: {warning}")
 
 
 @app.command()

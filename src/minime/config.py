@@ -133,7 +133,9 @@ class DistillConfig(_Section):
     patience: int = Field(
         2,
         ge=1,
-        description="Evaluations without a better validation fact recall before stopping.",
+        description="Evaluations without a better validation fact recall (validation loss "
+        "when no validation question is about a fact) before stopping; the checkpoint with "
+        "the lowest validation loss is kept.",
     )
     eval_per_epoch: int = Field(1, ge=1, le=20, description="Evaluations per epoch.")
     max_length: int = Field(512, ge=32, description="Longest training row, in tokens.")

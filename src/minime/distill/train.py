@@ -83,6 +83,7 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
     from minime.distill.trainer import (
         CompleteMarker,
         DistillTrainer,
+        RecallPatience,
         RichProgress,
         TimeBudget,
         last_complete_checkpoint,
@@ -155,8 +156,8 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
         save_steps=eval_steps,
         save_total_limit=2,
         load_best_model_at_end=bool(val_set),
-        metric_for_best_model="fact_recall" if probe else "loss",
-        greater_is_better=bool(probe),
+        metric_for_best_model="loss",
+        greater_is_better=False,
         logging_steps=max(1, min(10, eval_steps // 2)),
         seed=config.seed,
         data_seed=config.seed,
@@ -186,7 +187,9 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RichProgress(trainer))
     trainer.add_callback(CompleteMarker())
-    if val_set:
+    if probe:
+        trainer.add_callback(RecallPatience(config.patience))
+    elif val_set:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=config.patience))
     if config.max_minutes:
         trainer.add_callback(TimeBudget(trainer, config.max_minutes))

@@ -229,6 +229,31 @@ class TimeBudget(TrainerCallback):
         return control
 
 
+class RecallPatience(TrainerCallback):
+    """Stops training once validation fact recall has not improved for `patience`
+    evaluations. Written here because transformers' EarlyStoppingCallback watches the metric
+    that also picks the best checkpoint, and on a few dozen questions recall is too noisy to
+    pick one (on the example, recall peaked at epoch 2 of 4 while validation loss kept
+    falling, and that checkpoint answered 70% of the held-out questions against 87%)."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best: float | None = None
+        self.stale = 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        recall = (metrics or {}).get("eval_fact_recall")
+        if recall is None:
+            return control
+        if self.best is None or recall > self.best:
+            self.best, self.stale = recall, 0
+        else:
+            self.stale += 1
+            if self.stale >= self.patience:
+                control.should_training_stop = True
+        return control
+
+
 class CompleteMarker(TrainerCallback):
     """Marks a checkpoint folder complete once Trainer has written all of it."""
 

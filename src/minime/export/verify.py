@@ -40,6 +40,10 @@ QUANTIZED_MAX_KL = 1.0
 #: student that does not end its answers is said not to have learned to stop (measured:
 #: trained students 0.84-0.90, a Gemma 3 LoRA student whose stop token stayed untrained 0.0005).
 STUDENT_MIN_STOP = 0.2
+#: Up to this share of the validation prompts, answers that the F16 file does not end either
+#: are the student's own loops (serve's max_tokens cuts them): a warning, not a failure. The
+#: example's KD student loops on 2 of 50; a student whose stop token is broken, on nearly all.
+MAX_STUDENT_LOOP_SHARE = 0.1
 #: Failures listed per check in verify.json (the counts cover all of them).
 SHOWN_FAILURES = 5
 
@@ -50,6 +54,8 @@ class VerifyReport(BaseModel):
     source: str
     passed: bool
     failures: list[str]
+    #: What the student does wrong that no export would change (a few answers that loop).
+    warnings: list[str] = []
     thresholds: dict[str, float | int]
     metadata: dict[str, dict]
     tokenizer: dict
@@ -148,7 +154,7 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
             )
             failures += [f"{quant}: {problem}" for problem in answers[quant]["problems"]]
         endless = sorted({i for a in answers.values() for i in a["endless_rows"]})
-        f16_on_endless = None
+        f16_on_endless, student_loops = None, set()
         if endless:
             f16 = _answers_check(
                 files["f16"],
@@ -160,12 +166,9 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
                 progress,
             )
             f16_on_endless = f16 | {"rows_checked": endless}
-            if f16["no_stop"]:
-                failures.append(
-                    f"f16 (the trained weights, unquantized) does not end {f16['no_stop']} of "
-                    f"those {len(endless)} answers either: the student's own behaviour (e.g. "
-                    "a repetition loop), not the export's; train it further"
-                )
+            student_loops = {endless[i] for i in f16["endless_rows"]}
+    unended, warnings = endless_verdicts(answers, student_loops, len(val_rows), params.max_tokens)
+    failures += unended
     if any(a.get("no_stop") for a in answers.values()) and student_stop < STUDENT_MIN_STOP:
         failures.append(
             "the trained model itself gives its end-of-turn token only "
@@ -177,6 +180,7 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
         source=str(source),
         passed=not failures,
         failures=failures,
+        warnings=warnings,
         thresholds={
             "f16_min_top1": F16_MIN_TOP1,
             "f16_max_kl": F16_MAX_KL,
@@ -193,6 +197,33 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
         f16_on_endless=f16_on_endless,
         seconds=round(time.monotonic() - started, 1),
     )
+
+
+def endless_verdicts(
+    answers: dict[str, dict], student_loops: set[int], rows: int, max_tokens: int
+) -> tuple[list[str], list[str]]:
+    """Failures and warnings for answers that never ended: a quantized file's fault where
+    the F16 file ends them; the student's own loops (`student_loops`) where it does not,
+    which fail only beyond MAX_STUDENT_LOOP_SHARE of the `rows` prompts."""
+    failures, warnings = [], []
+    for quant, figures in answers.items():
+        unended = [i for i in figures["endless_rows"] if i not in student_loops]
+        if unended:
+            failures.append(
+                f"{quant}: {len(unended)} of {rows} validation prompts did not end its turn "
+                f"within {max_tokens} tokens, although the F16 file ends them"
+            )
+    if student_loops:
+        loops = (
+            "f16 (the trained weights, unquantized) does not end its answer to "
+            f"{len(student_loops)} of {rows} validation prompts within {max_tokens} tokens "
+            "either: the student's own behaviour (e.g. a repetition loop), not the export's"
+        )
+        if len(student_loops) > MAX_STUDENT_LOOP_SHARE * rows:
+            failures.append(loops + "; train it further")
+        else:
+            warnings.append(loops + "; serve's max_tokens cuts such answers")
+    return failures, warnings
 
 
 def template_markers(tokenizer, end_ids: list[int]) -> list[str]:
@@ -404,7 +435,6 @@ def _answers_check(path, rows, markers, tokenizer, params, threads, progress) ->
     figures["mean_tokens"] = round(float(np.mean(lengths)), 1) if lengths else 0.0
     figures["max_tokens"] = max(lengths, default=0)
     for key, what in (
-        ("no_stop", f"did not end its turn within {max_tokens} tokens"),
         ("empty", "gave an empty answer"),
         ("template_tokens", "wrote template tokens"),
     ):
