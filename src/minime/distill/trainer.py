@@ -110,7 +110,9 @@ class DistillTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         """Batches of rows of similar length, in random order: padding to the longest row of
-        a random batch adds some 70% to the tokens computed on the example dataset."""
+        a random batch adds some 70% to the tokens computed on the example dataset. Set here
+        because Trainer's own `group_by_length` reads lengths only from dict rows or a
+        `datasets.Dataset`, and minime's rows are `Example`s."""
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return LengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
