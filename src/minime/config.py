@@ -315,11 +315,14 @@ def load_config(path: Path) -> MinimeConfig:
     """Read and validate a `minime.yaml`; a missing file gives the defaults.
 
     :param path: the YAML file.
-    :raises ConfigError: on a YAML syntax error or an invalid field, naming file, line and field.
+    :raises ConfigError: on a YAML syntax error or an invalid field, naming file, line and field,
+        or if the file is not UTF-8 text.
     """
     if not path.exists():
         return MinimeConfig()
-    text = path.read_text(encoding="utf-8")
+    from minime.fileio import read_text
+
+    text = read_text(path, ConfigError)
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)

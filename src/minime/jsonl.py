@@ -15,16 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from minime.errors import InputError
-from minime.fileio import atomic_open
+from minime.fileio import atomic_open, not_utf8_message
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line.
 
-    :raises InputError: naming file and line, if a line is not a JSON object.
+    :raises InputError: naming file and line, if a line is not UTF-8 or not a JSON object,
+        or the path is a folder.
     """
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a JSONL file")
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(not_utf8_message(path, raw, exc.start, number)) from None
             if not line.strip():
                 continue
             try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from minime.errors import ConfigError, ModelNotFoundError
+from minime.errors import BackendError, ConfigError, ModelNotFoundError
 from minime.fileio import atomic_open
 
 ModelKind = Literal["gguf", "hf", "sentence-transformers", "openai"]
@@ -168,8 +168,11 @@ def resolve(spec: str) -> ResolvedModel:
             chat_template=model.chat_template,
             instruct=model.instruct,
         )
+    if not spec:
+        raise ModelNotFoundError("empty model spec (see `minime models`)")
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
+        _check_gguf(path, spec)
         return ResolvedModel(spec=spec, kind="gguf", path=path)
     if path.is_dir() and (path / "modules.json").is_file():
         return ResolvedModel(spec=spec, kind="sentence-transformers", path=path)
@@ -180,10 +183,49 @@ def resolve(spec: str) -> ResolvedModel:
             f"{spec}: not a model: expected a .gguf file, or a folder with config.json "
             "(Hugging Face) or modules.json (sentence-transformers)"
         )
+    if _looks_like_path(spec):
+        raise ModelNotFoundError(f"{spec}: file not found")
+    hint = near_miss(spec)
+    if hint:
+        raise ModelNotFoundError(f"{spec}: unknown model; did you mean {hint}?")
     raise ModelNotFoundError(
         f"{spec}: unknown model: not a bundled name ({', '.join(BUNDLED)}), an existing path, "
         "or an openai:MODEL@BASE_URL spec"
     )
+
+
+def _looks_like_path(spec: str) -> bool:
+    return "/" in spec or os.sep in spec or spec.startswith(("~", ".")) or spec.endswith(".gguf")
+
+
+def near_miss(spec: str) -> str | None:
+    """The bundled name a misspelt or shortened spec most likely means, if any."""
+    import difflib
+
+    wanted = spec.lower()
+    starts = [name for name in BUNDLED if name.startswith(wanted) and len(wanted) >= 4]
+    if len(starts) == 1:
+        return starts[0]
+    close = difflib.get_close_matches(wanted, list(BUNDLED), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+#: The first bytes of every GGUF file.
+GGUF_MAGIC = b"GGUF"
+
+
+def _check_gguf(path: Path, spec: str) -> None:
+    """:raises ModelNotFoundError: if the file does not start as a GGUF does."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise ModelNotFoundError(f"{spec}: cannot read: {exc.strerror or exc}") from None
+    if head != GGUF_MAGIC:
+        raise ModelNotFoundError(
+            f"{spec}: not a GGUF file (it does not start with the bytes GGUF); a partial "
+            "download or a renamed file?"
+        )
 
 
 def _resolve_openai(spec: str) -> ResolvedModel:
@@ -202,6 +244,31 @@ def _resolve_openai(spec: str) -> ResolvedModel:
         model=model,
         api_key_env=key_env or "OPENAI_API_KEY",
     )
+
+
+def check_reachable(model: ResolvedModel, timeout: float = 3.0) -> None:
+    """For an `openai:` model, check that its server accepts a connection, so that a wrong
+    URL fails in seconds instead of after the HTTP client's silent retries.
+
+    :raises BackendError: if nothing listens at the URL's host and port.
+    """
+    if model.kind != "openai" or not model.base_url:
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(model.base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, TimeoutError | socket.timeout):
+            reason = f"no answer within {timeout:.0f} s"
+        raise BackendError(
+            f"{model.spec}: cannot connect to {url.hostname}:{port} ({reason}); is the server "
+            "running, and is the URL right?"
+        ) from None
 
 
 def missing_packages(model: BundledModel) -> list[str]:
@@ -251,17 +318,11 @@ def bundled_path(model: BundledModel) -> Path:
     target = minime_home() / "models" / model.name / model.file_name
     # A complete file was checked when it was assembled; a size mismatch means it was not.
     if not target.exists() or target.stat().st_size != model.size:
-        from rich.progress import Progress
+        from minime.progress import waiting
 
-        with Progress(transient=True) as progress:
-            task = progress.add_task(f"assembling {model.name}", total=model.size)
-            assemble(
-                files,
-                target,
-                size=model.size,
-                sha256=model.sha256,
-                on_bytes=lambda n: progress.advance(task, n),
-            )
+        megabytes = (model.size or 0) / 1e6
+        with waiting(f"assembling {model.name} ({megabytes:.0f} MB, once) into {target.parent}"):
+            assemble(files, target, size=model.size, sha256=model.sha256)
     return target
 
 
