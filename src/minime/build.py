@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from minime.errors import InputError
 from minime.fileio import file_sha256, write_text_atomic
+from minime.progress import elapsed
 from minime.project import Project
 
 STAGES = ("data", "distill", "export", "eval")
@@ -39,38 +41,100 @@ class StageOutcome(BaseModel):
     why: str
 
 
-def build(
+#: The model roles each stage loads (keys of `Project.model_specs`).
+STAGE_ROLES = {
+    "data": ("teacher", "generators", "embedder"),
+    "distill": ("student",),
+    "export": (),
+    "eval": ("chat", "embedder", "eval.generator", "eval.judge"),
+}
+
+
+def select_stages(start: str | None = None, stop: str | None = None) -> tuple[str, ...]:
+    """The stages from `start` to `stop` (both included), in pipeline order.
+
+    :raises InputError: if either is not a stage, or `stop` comes before `start`.
+    """
+    for name in (start, stop):
+        if name is not None and name not in STAGES:
+            raise InputError(f"{name}: not a stage; expected one of {', '.join(STAGES)}")
+    first = STAGES.index(start) if start else 0
+    last = STAGES.index(stop) if stop else len(STAGES) - 1
+    if last < first:
+        raise InputError(f"--to {stop} comes before --from {start}")
+    return STAGES[first : last + 1]
+
+
+def _why(project: Project, stage: str, force: bool) -> tuple[str | None, str]:
+    """(None, "up to date") for a stage to skip, else (its inputs' digest, why it runs)."""
+    digest = _digest(stage_inputs(project, stage))
+    stamp = _read_stamp(project, stage)
+    current = stamp is not None and stamp.get("inputs") == digest
+    if current and stamp.get("complete") and not force:
+        if stamp.get("outputs") == stage_outputs(project, stage):
+            return None, "up to date"
+        return digest, "its outputs changed"
+    if current and not force:
+        return digest, "its last run did not finish"
+    return digest, "forced" if force else ("first run" if stamp is None else "its inputs changed")
+
+
+def plan(
     project: Project, stages: tuple[str, ...] = STAGES, *, force: bool = False
+) -> list[StageOutcome]:
+    """What `build` would do, without running anything: each stage, whether it runs and why.
+
+    A stage after one that runs is marked to run too (its upstream outputs will change),
+    unless it is up to date now; then the build decides again once its upstream has run.
+    """
+    outcomes, upstream_runs = [], False
+    for stage in (s for s in STAGES if s in stages):
+        digest, why = _why(project, stage, force)
+        if digest is None and upstream_runs:
+            why = "up to date now; runs if its upstream's outputs change"
+        upstream_runs = upstream_runs or digest is not None
+        outcomes.append(StageOutcome(stage=stage, ran=digest is not None, seconds=0, why=why))
+    return outcomes
+
+
+def build(
+    project: Project,
+    stages: tuple[str, ...] = STAGES,
+    *,
+    force: bool = False,
+    say: Callable[[str], object] | None = None,
 ) -> list[StageOutcome]:
     """Run each of `stages` (in pipeline order) whose inputs changed since its last run.
 
     :param force: run every stage even when it is up to date.
+    :param say: called with one plain line as each stage starts and ends.
+    :raises InputError: if the profile is still `minime init`'s starter text.
+    :raises ConfigError: if a model spec that a stage to run needs resolves to nothing
+        (checked for every such stage before the first one starts).
     :raises MinimeError: whatever a stage raises; the stages before it keep their stamps.
     """
+    say = say or (lambda line: None)
+    project.require_edited()
+    planned = plan(project, stages, force=force)
+    first_run = next((i for i, o in enumerate(planned) if o.ran), len(planned))
+    roles = [role for o in planned[first_run:] for role in STAGE_ROLES[o.stage]]
+    project.resolve_models(dict.fromkeys(roles))
     outcomes = []
-    for stage in (s for s in STAGES if s in stages):
-        digest = _digest(stage_inputs(project, stage))
-        stamp = _read_stamp(project, stage)
-        current = stamp is not None and stamp.get("inputs") == digest
-        if current and stamp.get("complete") and not force:
-            if stamp.get("outputs") == stage_outputs(project, stage):
-                outcomes.append(StageOutcome(stage=stage, ran=False, seconds=0, why="up to date"))
-                continue
-            why = "its outputs changed"
-        elif current and not force:
-            why = "its last run did not finish"
-        else:
-            why = "forced" if force else ("first run" if stamp is None else "its inputs changed")
-        resume = stage == "distill" and current and not stamp.get("complete")
+    for stage in (o.stage for o in planned):
+        digest, why = _why(project, stage, force)
+        if digest is None:
+            say(f"{stage}: up to date, skipped")
+            outcomes.append(StageOutcome(stage=stage, ran=False, seconds=0, why=why))
+            continue
+        resume = stage == "distill" and why == "its last run did not finish"
+        say(f"{stage}: running ({why})")
         _write_stamp(project, stage, {"stage": stage, "inputs": digest, "complete": False})
         started = time.monotonic()
-        _run(project, stage, resume)
+        _run(project, stage, resume, say)
         record_stage(project, stage)
-        outcomes.append(
-            StageOutcome(
-                stage=stage, ran=True, seconds=round(time.monotonic() - started, 1), why=why
-            )
-        )
+        seconds = round(time.monotonic() - started, 1)
+        say(f"{stage}: done in {elapsed(seconds)}")
+        outcomes.append(StageOutcome(stage=stage, ran=True, seconds=seconds, why=why))
     return outcomes
 
 
@@ -86,15 +150,62 @@ def record_stage(project: Project, stage: str) -> None:
             f"{project.root / 'out' / stage}: no outputs of the {stage} stage to record"
         )
     digest = _digest(stage_inputs(project, stage))
-    stamp = {"stage": stage, "inputs": digest, "complete": True, "outputs": outputs}
+    stamp = {
+        "stage": stage,
+        "inputs": digest,
+        "complete": True,
+        "outputs": outputs,
+        "profile": _sha(project.profile.encode()),
+    }
     _write_stamp(project, stage, stamp)
 
 
-def _run(project: Project, stage: str, resume: bool) -> None:
-    if stage == "data":
-        from minime.data import STEPS, build_dataset
+def profile_changed(project: Project) -> str | None:
+    """Where a build stamp says the student learned another profile than the current one
+    (the stamp's path), or None when it did not or no stamp tells.
 
-        build_dataset(project, STEPS)
+    The export's stamp is read first, then the data stage's (the teacher answered with the
+    profile there); a stamp written before stamps kept the profile's hash is compared by
+    its whole input digest, which also changes with the data settings.
+    """
+    current = _sha(project.profile.encode())
+    for stage in ("export", "data"):
+        stamp = _read_stamp(project, stage)
+        if stamp and stamp.get("complete") and "profile" in stamp:
+            return None if stamp["profile"] == current else str(_stamp_path(project, stage))
+    stamp = _read_stamp(project, "data")
+    if (
+        stamp
+        and stamp.get("complete")
+        and "inputs" in stamp
+        and stamp["inputs"] != _digest(stage_inputs(project, "data"))
+    ):
+        return f"{_stamp_path(project, 'data')}, or the data settings changed"
+    return None
+
+
+def run_data_steps(
+    project: Project, steps: tuple[str, ...], say: Callable[[str], object] | None = None
+) -> dict:
+    """Run data steps one at a time, saying as each starts and ends; return the summary."""
+    from minime.data import build_dataset
+
+    summary: dict = {}
+    for step in steps:
+        if say:
+            say(f"data {step}: running")
+        started = time.monotonic()
+        summary = build_dataset(project, (step,))
+        if say:
+            say(f"data {step}: done in {elapsed(time.monotonic() - started)}")
+    return summary
+
+
+def _run(project: Project, stage: str, resume: bool, say: Callable[[str], object]) -> None:
+    if stage == "data":
+        from minime.data import STEPS
+
+        run_data_steps(project, STEPS, say)
     elif stage == "distill":
         from minime.distill import distill
 

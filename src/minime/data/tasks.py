@@ -14,9 +14,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from minime.jsonl import ResumableJsonl
+from minime.progress import progress
 
 
 def run_tasks(
@@ -38,18 +37,12 @@ def run_tasks(
     out = ResumableJsonl(path)
     try:
         todo = [(task_id, fn) for task_id, fn in tasks if task_id not in out.done]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        ) as progress:
-            bar = progress.add_task(description, total=len(tasks), completed=len(tasks) - len(todo))
+        # A bar on a terminal; piped, plain lines with a heartbeat (minime.progress).
+        with progress(description, total=len(tasks), completed=len(tasks) - len(todo)) as advance:
             # Results are written here, in this thread, as each task finishes.
             for task_id, result in _results(todo, workers):
                 out.append({"id": task_id, **result})
-                progress.advance(bar)
+                advance()
     except BaseException:
         out.close()
         raise
