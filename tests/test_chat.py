@@ -130,6 +130,7 @@ def test_cli_chat_with_an_openai_endpoint(scripted_server):
             "Where does Mara work?",
             "--model",
             f"openai:fake@{scripted_server.url}",
+            "--profile",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -1,12 +1,18 @@
-"""The profile-prompted assistant: a chat model with the whole profile in its prompt.
+"""`minime chat`: the trained student, any model, or the profile-prompted assistant.
 
-This is what `minime chat` runs, the baseline every distilled student must beat, and the
-policy the teacher follows when it writes training answers.
+One meaning of a model spec everywhere (chat, serve, deploy, eval): a spec alone answers
+the visitor's question as it is, without the profile, as a distilled student does; the
+profile-prompted mode (`--profile`, `profile:SPEC` in eval) puts the answering policy and
+the whole profile in the system prompt. That mode is the baseline every distilled student
+must beat, and the policy the teacher follows when it writes training answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from minime.backends import ChatBackend, Completion, Delta, Message, SamplingParams
 from minime.errors import InputError
@@ -42,18 +48,110 @@ def system_prompt(name: str, profile: str) -> str:
     return SYSTEM_PROMPT.format(name=name, profile=profile.strip())
 
 
+Mode = Literal["distilled", "plain", "profile-prompted"]
+
+#: Where `minime export` writes its manifest, relative to the project (as `serve` reads it).
+EXPORT_MANIFEST = Path("out/export/export.json")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model answers, in which mode, and what the user should know about it."""
+
+    spec: str
+    mode: Mode
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def profile(self) -> bool:
+        """Whether the profile goes in the prompt."""
+        return self.mode == "profile-prompted"
+
+    def describe(self) -> str:
+        """One line: which model answers and how."""
+        if self.mode == "distilled":
+            return f"the distilled student {self.spec} (no profile in its prompt)"
+        if self.mode == "plain":
+            return f"{self.spec} as it is (no profile in its prompt; --profile adds it)"
+        return f"{self.spec} with the profile in its prompt (profile-prompted)"
+
+
+def choose_model(
+    project: Project, model: str | None = None, *, profile: bool = False, quant: str | None = None
+) -> ModelChoice:
+    """The model `minime chat` (and `serve`) answers with.
+
+    :param model: a model spec; alone it answers without the profile.
+    :param profile: put the profile in the prompt (with `model`, else `models.chat`).
+    :param quant: the exported file to use instead of the export's default.
+    :returns: the project's exported default GGUF when neither is given and it has an
+        export; else `models.chat`, profile-prompted, with a warning.
+    :raises InputError: if the export manifest is broken or names no such quant.
+    """
+    if profile or model:
+        if quant is not None:
+            raise InputError("--quant picks an exported file; it cannot go with --model/--profile")
+        spec = model or project.config.models.chat
+        return ModelChoice(spec, "profile-prompted" if profile else "plain")
+    manifest = project.root / EXPORT_MANIFEST
+    if manifest.is_file():
+        from minime.export import default_quant, exported_ggufs
+
+        files = exported_ggufs(manifest.parent)
+        chosen = quant or default_quant(manifest.parent)
+        if chosen not in files:
+            raise InputError(
+                f"{manifest}: no {chosen} file (exported: {', '.join(files) or 'none'})"
+            )
+        warnings = [w for w in [profile_change_warning(project)] if w]
+        return ModelChoice(str(files[chosen]), "distilled", warnings)
+    if quant is not None:
+        raise InputError(f"{manifest}: no export to pick quant {quant} from (run `minime export`)")
+    spec = project.config.models.chat
+    return ModelChoice(
+        spec,
+        "profile-prompted",
+        [
+            f"{project.root / 'out' / 'export'}: no trained student yet (`minime build "
+            f"{project.root}` trains one); answering with models.chat, {spec}, with the "
+            "profile in its prompt"
+        ],
+    )
+
+
+def profile_change_warning(project: Project) -> str | None:
+    """A warning when the profile changed since the student's training data was built."""
+    from minime.build import profile_changed
+
+    where = profile_changed(project)
+    if where is None:
+        return None
+    return (
+        f"{project.root / project.config.profile} changed since the student was trained "
+        f"({where}): it does not know the change; `minime build {project.root}` retrains it"
+    )
+
+
 class PersonaChat:
-    """Answers visitors' questions about one person from their profile.
+    """Answers visitors' questions about one person: from the profile in its prompt
+    (`profile=True`), or as a distilled student does, with the question alone.
 
     The system prompt is the same for every question, so backends that keep a KV cache
     (llama.cpp) evaluate the profile once and only read each new question.
     """
 
-    def __init__(self, project: Project, backend: ChatBackend, params: SamplingParams) -> None:
+    def __init__(
+        self,
+        project: Project,
+        backend: ChatBackend,
+        params: SamplingParams,
+        *,
+        profile: bool = True,
+    ) -> None:
         self.project = project
         self.backend = backend
         self.params = params
-        self.system = system_prompt(project.name, project.profile)
+        self.system = system_prompt(project.name, project.profile) if profile else None
 
     def messages(self, question: str, history: Sequence[Message] = ()) -> list[Message]:
         """The conversation sent to the model: system prompt, earlier turns, the question.
@@ -67,11 +165,23 @@ class PersonaChat:
             raise InputError(
                 f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
             )
-        return [
-            {"role": "system", "content": self.system},
-            *history,
-            {"role": "user", "content": question},
-        ]
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return [*system, *history, {"role": "user", "content": question}]
+
+    @property
+    def caches_prompt(self) -> bool:
+        """Whether the backend keeps the profile's KV cache between questions (llama.cpp)."""
+        from minime.backends.llamacpp import LlamaCppBackend
+
+        return isinstance(self.backend, LlamaCppBackend)
+
+    def warm_up(self) -> None:
+        """Read the system prompt (the profile) into the model's cache now, so that the
+        first answer starts as fast as the next ones; nothing to do without a profile or
+        a backend that caches it."""
+        if self.system and self.caches_prompt:
+            params = self.params.model_copy(update={"max_tokens": 1})
+            self.backend.complete(self.messages("Hello"), params)
 
     def stream(self, question: str, history: Sequence[Message] = ()) -> Iterator[Delta]:
         """Stream the answer to `question`."""
@@ -82,19 +192,27 @@ class PersonaChat:
         return self.backend.complete(self.messages(question, history), self.params)
 
 
-def open_chat(project: Project, model: str | None = None) -> PersonaChat:
-    """Load the project's chat model (or `model`) and return the assistant.
+def open_chat(
+    project: Project, model: str | ModelChoice | None = None, *, profile: bool = True
+) -> PersonaChat:
+    """Load a model and return the assistant.
 
+    :param model: a ModelChoice (see `choose_model`), or a model spec (default
+        `models.chat`) answered in the mode `profile` says.
     :raises ModelNotFoundError: if the model spec resolves to nothing.
+    :raises BackendError: if an `openai:` server cannot be reached.
     """
     from minime.backends import load_backend
+    from minime.registry import check_reachable, resolve
 
+    if not isinstance(model, ModelChoice):
+        spec = model or project.config.models.chat
+        model = ModelChoice(spec, "profile-prompted" if profile else "plain")
     options = project.config.chat
+    resolved = resolve(model.spec)
+    check_reachable(resolved)
     backend = load_backend(
-        model or project.config.models.chat,
-        n_ctx=options.n_ctx,
-        n_threads=options.n_threads,
-        seed=options.seed,
+        resolved, n_ctx=options.n_ctx, n_threads=options.n_threads, seed=options.seed
     )
     params = SamplingParams(
         temperature=options.temperature,
@@ -102,4 +220,4 @@ def open_chat(project: Project, model: str | None = None) -> PersonaChat:
         max_tokens=options.max_tokens,
         seed=options.seed,
     )
-    return PersonaChat(project, backend, params)
+    return PersonaChat(project, backend, params, profile=model.profile)
