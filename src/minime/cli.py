@@ -704,16 +704,12 @@ def build(
     if report.is_file():
         _print_eval_summary(EvalReport.model_validate_json(report.read_text(encoding="utf-8")))
         console.print(f"evaluation: {report.with_suffix('.md')}")
-    page = _write_project_report(project)
-    if page:
-        console.print(f"report: {page}")
+    console.print(f"report: {_write_project_report(project)} (data, training, export, evaluation)")
 
 
-def _write_project_report(project) -> Path | None:
-    try:
-        from minime.report import write_project_report
-    except ImportError:  # pragma: no cover - the module is optional while it is written
-        return None
+def _write_project_report(project) -> Path:
+    from minime.report import write_project_report
+
     return write_project_report(project)
 
 
