@@ -228,6 +228,9 @@ def test_modelfile_has_template_stops_and_no_system(chat_tokenizer):
     assert "FROM ./ada.q8_0.gguf\n" in text
     assert 'PARAMETER stop "<end_of_turn>"\n' in text
     assert 'PARAMETER stop "<eos>"\n' in text
+    # Ollama samples as the export was verified, not with its own defaults.
+    assert "PARAMETER temperature 0.2\n" in text and "PARAMETER top_p 0.95\n" in text
+    assert "PARAMETER num_ctx 4096\n" in text
     assert "SYSTEM" not in text
     template = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
     assert '{{ "<start_of_turn>model\\n" }}' in template

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
+from minime.config import ChatConfig
 from minime.export.convert import ExportError
 
 _S, _U1, _A1, _U2 = "MINIMESYSTEMTEXT", "MINIMEUSERONE", "MINIMEANSWERONE", "MINIMEUSERTWO"
@@ -184,9 +185,22 @@ class TurnFormat:
         return "\n".join(line for line in lines if line)
 
 
-def modelfile(gguf_name: str, fmt: TurnFormat, stops: list[str], bos: str | None) -> str:
+def modelfile(
+    gguf_name: str,
+    fmt: TurnFormat,
+    stops: list[str],
+    bos: str | None,
+    sampling: ChatConfig | None = None,
+) -> str:
     """An Ollama Modelfile: FROM the GGUF beside it, the student's TEMPLATE, a stop PARAMETER
-    for each end-of-turn token, and no SYSTEM (the student learned without one)."""
+    for each end-of-turn token, the sampling that verification used, and no SYSTEM (the
+    student learned without one).
+
+    :param sampling: `chat:` settings (temperature, top_p, n_ctx); default: their defaults.
+        Without them `ollama run` samples with Ollama's own (temperature 0.8, a 2048-token
+        context), not as the export was verified.
+    """
+    sampling = sampling or ChatConfig()
     lines = [
         "# Written by `minime export`. Create the model with:",
         f"#   ollama create {gguf_name.split('.')[0]} -f Modelfile",
@@ -194,4 +208,10 @@ def modelfile(gguf_name: str, fmt: TurnFormat, stops: list[str], bos: str | None
         f'TEMPLATE """{fmt.go_template(bos)}"""',
     ]
     lines += [f"PARAMETER stop {json.dumps(stop, ensure_ascii=False)}" for stop in stops]
+    lines += [
+        "# Sampled as `minime serve` answers and `minime export` verified (chat: settings).",
+        f"PARAMETER temperature {sampling.temperature}",
+        f"PARAMETER top_p {sampling.top_p}",
+        f"PARAMETER num_ctx {sampling.n_ctx}",
+    ]
     return "\n".join(lines) + "\n"

@@ -100,7 +100,8 @@ def export(project: Project, source: Path | None = None, verify: bool = True) ->
         bos = tokenizer.bos_token if base_info["add_bos_token"] else None
         stops = [tokenizer.convert_ids_to_tokens(i) for i in end_ids]
         default = paths[settings.default].name
-        write_text_atomic(folder / "Modelfile", modelfile(default, fmt, stops, bos))
+        modelfile_text = modelfile(default, fmt, stops, bos, project.config.chat)
+        write_text_atomic(folder / "Modelfile", modelfile_text)
         base_info["path"] = str(base)
         manifest = {
             "source": str(source),
