@@ -398,3 +398,51 @@ def test_models_keeps_the_names_whole_at_80_columns(monkeypatch):
     monkeypatch.setattr(minime.cli.console, "width", 80)
     output = run("models").output
     assert "qwen2.5-coder-1.5b-instruct" in output and "smollm2-135m-instruct" in output
+
+
+# serve: one meaning of --model, and it says what it serves
+
+
+@pytest.fixture
+def served(monkeypatch):
+    import minime.serve
+
+    calls = []
+    monkeypatch.setattr(
+        minime.serve, "serve", lambda target, config, **kw: calls.append((target, kw))
+    )
+    return calls
+
+
+def test_serve_says_it_serves_the_export(project_dir, served):
+    export(project_dir)
+    result = run("serve", project_dir)
+    assert result.exit_code == 0, result.output
+    assert "serving the distilled student" in result.output
+    assert served == [(project_dir, {"quant": None, "request_log": None})]
+
+
+def test_serve_without_an_export_warns(project_dir, served):
+    result = run("serve", project_dir)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "serving models.chat" in result.output
+    assert served[0][1]["model"] == "qwen2.5-coder-1.5b-instruct"
+
+
+def test_serve_model_alone_serves_it_without_the_profile(project_dir, served, tmp_path):
+    gguf = fake_gguf(tmp_path / "mine.gguf")
+    result = run("serve", project_dir, "--model", gguf)
+    assert result.exit_code == 0, result.output
+    assert served == [(gguf, {"request_log": None})]
+    result = run("serve", project_dir, "--model", gguf, "--profile")
+    assert served[1] == (project_dir, {"model": str(gguf), "request_log": None})
+
+
+def test_data_warns_early_about_a_bad_student(project_dir, monkeypatch):
+    (project_dir / "minime.yaml").write_text("models:\n  student: smollm2\n")
+    monkeypatch.setattr(minime.data, "build_dataset", lambda project, steps: {})
+    result = run("data", "split", project_dir)
+    assert result.exit_code == 0, result.output
+    output = result.output.replace("\n", "")
+    assert "warning:" in output and "minime.yaml:2: models.student: smollm2" in output
+    assert "did you mean smollm2-135m-instruct?" in output

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from minime.errors import InputError
 from minime.fileio import file_sha256, write_text_atomic
-from minime.progress import elapsed
+from minime.progress import elapsed, piped_heartbeat
 from minime.project import Project
 
 STAGES = ("data", "distill", "export", "eval")
@@ -108,6 +108,8 @@ def build(
 
     :param force: run every stage even when it is up to date.
     :param say: called with one plain line as each stage starts and ends.
+
+    The settings in force are saved to `out/build-settings.json` before the first stage.
     :raises InputError: if the profile is still `minime init`'s starter text.
     :raises ConfigError: if a model spec that a stage to run needs resolves to nothing
         (checked for every such stage before the first one starts).
@@ -119,6 +121,9 @@ def build(
     first_run = next((i for i, o in enumerate(planned) if o.ran), len(planned))
     roles = [role for o in planned[first_run:] for role in STAGE_ROLES[o.stage]]
     project.resolve_models(dict.fromkeys(roles))
+    settings = project.root / "out" / "build-settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(settings, project.config.model_dump_json(indent=2) + "\n")
     outcomes = []
     for stage in (o.stage for o in planned):
         digest, why = _why(project, stage, force)
@@ -130,7 +135,11 @@ def build(
         say(f"{stage}: running ({why})")
         _write_stamp(project, stage, {"stage": stage, "inputs": digest, "complete": False})
         started = time.monotonic()
-        _run(project, stage, resume, say)
+        if stage == "data":
+            _run(project, stage, resume, say)
+        else:  # one line now and then while a stage without task lists works, when piped
+            with piped_heartbeat(f"{stage}: working"):
+                _run(project, stage, resume, say)
         record_stage(project, stage)
         seconds = round(time.monotonic() - started, 1)
         say(f"{stage}: done in {elapsed(seconds)}")

@@ -389,6 +389,10 @@ def data(
         project.require_edited()
     roles = [role for step in steps for role in _DATA_STEP_ROLES.get(step, ())]
     project.resolve_models(dict.fromkeys(roles))
+    try:  # not needed here; said now rather than after an hour of data
+        project.resolve_models(["student"])
+    except MinimeError as exc:
+        _warn(f"{exc} (`minime distill` will need it)")
     summary = run_data_steps(project, steps, _say)
     out = project.out_dir("data")
     table = Table("step", "result", title=f"minime data: {project.name}")
@@ -426,6 +430,7 @@ def distill(
     DIR` lists them)."""
     from minime.distill import distill as run_distill
     from minime.distill.train import distill_stage
+    from minime.progress import piped_heartbeat
 
     project = _with_overrides(
         _open(directory),
@@ -437,7 +442,8 @@ def distill(
     )
     project.resolve_models(["student"])
     chosen = method.value if method else None
-    report = run_distill(project, resume=resume, method=chosen)
+    with piped_heartbeat("distill: training the student"):
+        report = run_distill(project, resume=resume, method=chosen)
     if report is None:  # not the main process of a multi-GPU run
         return
     out = project.out_dir(distill_stage(project, chosen))
@@ -485,6 +491,7 @@ def export(
     from minime.distill.train import distill_stage
     from minime.export import export as run_export
     from minime.export import verify
+    from minime.progress import piped_heartbeat
 
     if verify_only and no_verify:
         raise typer.BadParameter(
@@ -496,11 +503,11 @@ def export(
     if method:
         source = project.root / "out" / distill_stage(project, method.value) / "model"
     if verify_only:
-        _say("verifying the exported files")
-        report = verify(project, source)
+        with piped_heartbeat("export: verifying the exported files"):
+            report = verify(project, source)
     else:
-        _say("exporting" + ("" if no_verify else ", then verifying"))
-        result = run_export(project, source, verify=not no_verify)
+        with piped_heartbeat("export: writing" + ("" if no_verify else ", then verifying")):
+            result = run_export(project, source, verify=not no_verify)
         report = result.verify
         table = Table("file", "size", title=f"minime export: {project.name}")
         for quant, path in result.files.items():
@@ -560,6 +567,7 @@ def eval_(
     """Score models on the persona's questions; write out/eval/report.md, .html, .json.
     With --method, the baseline and that method's student only."""
     from minime.eval import compare_candidates, default_contenders, evaluate, parse_contender
+    from minime.progress import piped_heartbeat
 
     project = _open(directory)
     given = [bool(contenders), bool(candidates), method is not None]
@@ -585,7 +593,8 @@ def eval_(
                     f"{project.root / 'out'}: no {method.value} student to evaluate; train one "
                     f"with `minime distill {directory} --method {method.value}`"
                 )
-        report = evaluate(project, chosen or None, judge=judge, rerun=rerun)
+        with piped_heartbeat("eval: answering and scoring"):
+            report = evaluate(project, chosen or None, judge=judge, rerun=rerun)
         folder = project.out_dir("eval")
     _print_eval_summary(report)
     console.print(f"report: {folder / 'report.md'} (and report.html, report.json)")
@@ -800,12 +809,14 @@ def serve(
     if not target.is_dir():
         if model or profile:
             raise typer.BadParameter("--model and --profile need a project folder")
+        _say(f"serving {target} as it is (no profile in its prompt)")
         run_server(target, config, quant=quant_name, request_log=request_log)
         return
     project = _open(target)
     choice = choose_model(project, model, profile=profile, quant=quant_name)
+    _say(f"serving {choice.describe()}")
     for warning in choice.warnings:
-        _warn(warning)
+        _warn(warning.replace("answering with", "serving"))
     if choice.mode == "distilled":
         run_server(target, config, quant=quant_name, request_log=request_log)
     elif choice.mode == "profile-prompted":

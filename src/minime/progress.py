@@ -123,3 +123,14 @@ def waiting(what: str) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+@contextmanager
+def piped_heartbeat(what: str) -> Iterator[None]:
+    """When piped, say `what` and then that it is still going every HEARTBEAT_SECONDS; on a
+    terminal nothing (the stage shows its own bar, and rich allows one live display)."""
+    if _is_terminal():
+        yield
+        return
+    with waiting(what):
+        yield
