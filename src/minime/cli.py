@@ -188,6 +188,8 @@ def config(
     and what it does."""
     import json
 
+    from rich.markup import escape
+
     from minime.settings import settings, show
 
     project = _open(directory)
@@ -199,7 +201,8 @@ def config(
         where = f"minime.yaml:{setting.line}" if setting.line else "default"
         default = f"; default {show(setting.default)}" if setting.changed else ""
         console.print(
-            f"[bold]{setting.key}[/]: {show(setting.value)}  [dim]({where}{default})[/]",
+            f"[bold]{setting.key}[/]: {escape(show(setting.value))}  "
+            f"[dim]({where}{escape(default)})[/]",
             highlight=False,
             soft_wrap=True,
         )
@@ -281,11 +284,13 @@ def chat(
     first line says which model answers and how."""
     from minime.chat import choose_model, open_chat
     from minime.progress import waiting
+    from minime.registry import check_reachable, resolve
 
     project = _open(directory)
     choice = choose_model(project, model, profile=profile, quant=quant and quant.value)
     if model is None and choice.mode != "distilled":
-        project.resolve_models(["chat"])
+        project.resolve_models(["chat"])  # with its minime.yaml line
+    check_reachable(resolve(choice.spec))  # a wrong spec or URL fails before any output
     console.print(f"[dim]answering: {choice.describe()}[/]", highlight=False, soft_wrap=True)
     for warning in choice.warnings:
         _warn(warning)
@@ -686,7 +691,7 @@ def build(
         return
     stages = select_stages(start, stop)
     if dry_run:
-        table = Table("stage", "would", "why", title=f"minime build --dry-run: {project.name}")
+        table = Table("stage", "would", "why", title=f"build plan: {project.name}")
         for outcome in plan(project, stages, force=force):
             table.add_row(outcome.stage, "run" if outcome.ran else "skip", outcome.why)
         console.print(table)
@@ -694,6 +699,7 @@ def build(
         if problem:
             _warn(problem)
         return
+    project.require_edited()
     changed = project.config.model_dump(mode="json", exclude_defaults=True)
     if changed:
         from minime.settings import settings, show
