@@ -137,6 +137,7 @@ def _html(report) -> str:
         "td:not(:first-child){text-align:right}.why{color:#a00}.ans{white-space:pre-wrap}"
         "</style></head><body>",
         f"<h1>Evaluation: {e(report.project)}</h1>",
+        "<p><a href='../report.html'>The project's page: data, training, export checks</a></p>",
         *(f"<p>{e(line)}</p>" for line in _setup_lines(report)),
         f"<table><tr>{head}</tr>{body}</table>",
         *(f"<img src='{name}' alt='{e(name)}'>" for name in PLOTS),
