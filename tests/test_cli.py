@@ -446,3 +446,16 @@ def test_data_warns_early_about_a_bad_student(project_dir, monkeypatch):
     output = result.output.replace("\n", "")
     assert "warning:" in output and "minime.yaml:2: models.student: smollm2" in output
     assert "did you mean smollm2-135m-instruct?" in output
+
+
+def test_a_profile_prompted_image_serves_with_the_profile(project_dir, tmp_path):
+    chat = fake_gguf(tmp_path / "chat.gguf")
+    (project_dir / "minime.yaml").write_text(f"models:\n  chat: {chat}\n")
+    result = run("deploy", project_dir)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output
+    dockerfile = (project_dir / "out" / "deploy" / "Dockerfile").read_text()
+    command = json.loads(
+        next(line for line in dockerfile.splitlines() if line.startswith("CMD "))[4:]
+    )
+    assert "--model model/chat.gguf --profile" in command[2]

@@ -88,7 +88,7 @@ def deploy(project: Project, *, quant: str | None = None) -> DeployReport:
         source = _chat_gguf(project)
         model = Path("model") / source.name
         (out / "project" / EXPORT_MANIFEST).unlink(missing_ok=True)
-        args = ["--model", model.as_posix(), *args]
+        args = ["--model", model.as_posix(), "--profile", *args]  # the profile in its prompt
     _place_model(source, out, model)
     _copy_project_files(project, out / "project")
     _copy_package(out / "minime")
