@@ -84,17 +84,23 @@ class Project:
 
     def model_specs(self, roles: Iterable[str]) -> dict[str, str]:
         """The model spec of each role, by its setting's key: `chat`, `teacher`, `student`,
-        `embedder`, `generators` (one key per entry, `models.generators.0`), and
-        `eval.judge` / `eval.generator` when they are set."""
+        `embedder`, `generators` (one key per entry, `models.generators.0`), `eval.judge`
+        when set, and `eval.generator` (default: the first generator) when eval writes
+        questions."""
         models, specs = self.config.models, {}
         for role in roles:
             if role == "generators":
                 for i, spec in enumerate(models.generators):
                     specs[f"models.generators.{i}"] = spec
-            elif role in ("eval.judge", "eval.generator"):
-                value = getattr(self.config.eval, role.split(".")[1])
-                if value:
-                    specs[role] = value
+            elif role == "eval.judge":
+                if self.config.eval.judge:
+                    specs[role] = self.config.eval.judge
+            elif role == "eval.generator":  # it writes new questions, when any are asked for
+                evaluation = self.config.eval
+                if evaluation.generator:
+                    specs[role] = evaluation.generator
+                elif evaluation.generated_facts or evaluation.generated_per_category:
+                    specs["models.generators.0"] = models.generators[0]
             else:
                 specs[f"models.{role}"] = getattr(models, role)
         return specs
