@@ -459,3 +459,10 @@ def test_a_profile_prompted_image_serves_with_the_profile(project_dir, tmp_path)
         next(line for line in dockerfile.splitlines() if line.startswith("CMD "))[4:]
     )
     assert "--model model/chat.gguf --profile" in command[2]
+
+
+def test_piped_tables_are_plain_and_models_has_json():
+    output = run("models").output
+    assert "┃" not in output and "| name " in output
+    models = json.loads(run("models", "--json").output)
+    assert "smollm2-135m-instruct" in [m["name"] for m in models]

@@ -101,6 +101,15 @@ def _user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _table(*headers: str, **options) -> Table:
+    """A rich table; piped, a Markdown one (no box-drawing characters, easy to parse)."""
+    if not console.is_terminal:
+        from rich import box
+
+        options.setdefault("box", box.MARKDOWN)
+    return Table(*headers, **options)
+
+
 def _warn(message: str) -> None:
     err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
@@ -215,11 +224,29 @@ def models(
     paths: Annotated[
         bool, typer.Option("--paths", help="Show where each model's file is.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
     """List the bundled models and whether their weights are installed."""
     from minime.registry import model_statuses
 
-    table = Table("name", "kind", "description", "status" if not paths else "path")
+    if as_json:
+        import json
+
+        found = [
+            {
+                "name": s.model.name,
+                "kind": s.model.kind,
+                "description": s.model.description,
+                "path": str(s.path) if s.path else None,
+                "problem": s.problem,
+            }
+            for s in model_statuses()
+        ]
+        print(json.dumps(found, indent=2))
+        if any(s["path"] is None for s in found):
+            raise typer.Exit(1)
+        return
+    table = _table("name", "kind", "description", "status" if not paths else "path")
     table.columns[0].no_wrap = True
     table.columns[1].no_wrap = True
     statuses = model_statuses()
@@ -400,7 +427,7 @@ def data(
         _warn(f"{exc} (`minime distill` will need it)")
     summary = run_data_steps(project, steps, _say)
     out = project.out_dir("data")
-    table = Table("step", "result", title=f"minime data: {project.name}")
+    table = _table("step", "result", title=f"minime data: {project.name}")
     for step in steps:
         report = summary.get(step, {})
         shown = {k: v for k, v in report.items() if isinstance(v, int | float | str)}
@@ -452,7 +479,7 @@ def distill(
     if report is None:  # not the main process of a multi-GPU run
         return
     out = project.out_dir(distill_stage(project, chosen))
-    table = Table("", "", title=f"minime distill: {project.name}", show_header=False)
+    table = _table("", "", title=f"minime distill: {project.name}", show_header=False)
     for key in (
         "student",
         "mode",
@@ -514,7 +541,7 @@ def export(
         with piped_heartbeat("export: writing" + ("" if no_verify else ", then verifying")):
             result = run_export(project, source, verify=not no_verify)
         report = result.verify
-        table = Table("file", "size", title=f"minime export: {project.name}")
+        table = _table("file", "size", title=f"minime export: {project.name}")
         for quant, path in result.files.items():
             default = " (default)" if quant == result.default else ""
             table.add_row(f"{path}{default}", f"{path.stat().st_size / 1e6:.1f} MB")
@@ -522,7 +549,7 @@ def export(
         if result.reused:
             console.print("source unchanged: kept the files written before")
     if report is not None:
-        table = Table("file", "top-1", "KL", "ended turn", title="verified", show_header=True)
+        table = _table("file", "top-1", "KL", "ended turn", title="verified", show_header=True)
         for quant, figures in report.logits.items():
             answers = report.answers.get(quant)
             ended = f"{answers['stopped']}/{answers['prompts']}" if answers else "-"
@@ -623,7 +650,7 @@ def _print_eval_summary(report) -> None:
     from minime.eval.report import COLUMNS, summary_rows
 
     headers = [_EVAL_HEADERS.get(c, c) for c in COLUMNS]
-    table = Table(*headers, title=f"minime eval: {report.project} ({report.questions} questions)")
+    table = _table(*headers, title=f"minime eval: {report.project} ({report.questions} questions)")
     for row in summary_rows(report):
         table.add_row(*row)
     console.print(table)
@@ -691,7 +718,7 @@ def build(
         return
     stages = select_stages(start, stop)
     if dry_run:
-        table = Table("stage", "would", "why", title=f"build plan: {project.name}")
+        table = _table("stage", "would", "why", title=f"build plan: {project.name}")
         for outcome in plan(project, stages, force=force):
             table.add_row(outcome.stage, "run" if outcome.ran else "skip", outcome.why)
         console.print(table)
@@ -707,7 +734,7 @@ def build(
         shown = ", ".join(f"{s.key}={show(s.value)}" for s in settings(project) if s.changed)
         _say(f"settings changed from the defaults: {shown}")
     outcomes = run_build(project, stages, force=force, say=_say)
-    table = Table("stage", "", "seconds", title=f"minime build: {project.name}")
+    table = _table("stage", "", "seconds", title=f"minime build: {project.name}")
     for outcome in outcomes:
         table.add_row(
             outcome.stage,
