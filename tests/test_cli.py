@@ -466,3 +466,24 @@ def test_piped_tables_are_plain_and_models_has_json():
     assert "┃" not in output and "| name " in output
     models = json.loads(run("models", "--json").output)
     assert "smollm2-135m-instruct" in [m["name"] for m in models]
+
+
+def test_overrides_are_checked_and_reach_the_stage(project_dir, monkeypatch):
+    import minime.distill
+
+    result = run("distill", project_dir, "--learning-rate", "5")
+    assert result.exit_code == 2 and "--learning-rate: Input should be less than" in result.output
+    seen = []
+    monkeypatch.setattr(
+        minime.distill, "distill", lambda project, **kw: seen.append(project.config) or None
+    )
+    result = run("distill", project_dir, "--learning-rate", "0.001", "--max-minutes", "5")
+    assert result.exit_code == 0, result.output
+    assert seen[0].distill.learning_rate == 0.001 and seen[0].distill.max_minutes == 5
+
+
+def test_build_dry_run_runs_nothing(project_dir, monkeypatch):
+    monkeypatch.setattr(minime.data, "build_dataset", lambda *a: pytest.fail("data ran"))
+    result = run("build", project_dir, "--dry-run", "--from", "distill")
+    assert result.exit_code == 0, result.output
+    assert "| distill | run   | first run" in result.output and "| data " not in result.output
