@@ -17,6 +17,10 @@ from contextlib import contextmanager
 #: Longest silence, in seconds, of a piped run while work is going on.
 HEARTBEAT_SECONDS = 30.0
 
+#: Whether a spinner is showing: rich shows one live display at a time, so a wait inside
+#: another (assembling a model while it loads) says its line instead.
+_spinning = False
+
 
 def say(message: str) -> None:
     """Print one plain progress line to stderr, flushed (a piped run shows it at once)."""
@@ -102,12 +106,17 @@ def heartbeat(description: str, total: int, completed: int = 0) -> Iterator[Call
 def waiting(what: str) -> Iterator[None]:
     """Say what a long wait is for: a spinner on a terminal, a line (and a heartbeat every
     HEARTBEAT_SECONDS) when piped; then how long it took."""
+    global _spinning
     start = time.monotonic()
-    if _is_terminal():
+    if _is_terminal() and not _spinning:
         from rich.console import Console
 
-        with Console(stderr=True).status(what + " ..."):
-            yield
+        _spinning = True
+        try:
+            with Console(stderr=True).status(what + " ..."):
+                yield
+        finally:
+            _spinning = False
         return
     say(what + " ...")
     stop = threading.Event()
