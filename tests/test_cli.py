@@ -487,3 +487,18 @@ def test_build_dry_run_runs_nothing(project_dir, monkeypatch):
     result = run("build", project_dir, "--dry-run", "--from", "distill")
     assert result.exit_code == 0, result.output
     assert "| distill | run   | first run" in result.output and "| data " not in result.output
+
+
+def test_data_run_by_hand_records_the_profile_it_answered_from(
+    project_dir, monkeypatch, fake_backend
+):
+    export(project_dir)
+    monkeypatch.setattr(minime.data, "build_dataset", lambda project, steps: {})
+    assert run("data", "respond", project_dir).exit_code == 0
+    result = run("chat", project_dir, "Hi?")
+    assert result.exit_code == 0 and "changed since" not in result.output
+    (project_dir / "profile.md").write_text(PROFILE + "- Ada moved to Malmö.\n")
+    result = run("chat", project_dir, "Hi?")
+    output = result.output.replace("\n", " ")
+    assert result.exit_code == 0
+    assert "changed since the student was trained" in output and "profile.sha256" in output

@@ -170,14 +170,21 @@ def record_stage(project: Project, stage: str) -> None:
 
 
 def profile_changed(project: Project) -> str | None:
-    """Where a build stamp says the student learned another profile than the current one
-    (the stamp's path), or None when it did not or no stamp tells.
+    """Where a record says the student learned another profile than the current one (the
+    record's path), or None when it did not or nothing tells.
 
-    The export's stamp is read first, then the data stage's (the teacher answered with the
-    profile there); a stamp written before stamps kept the profile's hash is compared by
-    its whole input digest, which also changes with the data settings.
+    `out/data/profile.sha256` (written when the teacher answers) is read first, then the
+    export's build stamp, then the data stage's; a stamp written before stamps kept the
+    profile's hash is compared by its whole input digest, which also changes with the data
+    settings.
     """
     current = _sha(project.profile.encode())
+    try:
+        answered = _profile_file(project).read_text(encoding="utf-8").strip()
+    except OSError:
+        answered = None
+    if answered:
+        return None if answered == current else str(_profile_file(project))
     for stage in ("export", "data"):
         stamp = _read_stamp(project, stage)
         if stamp and stamp.get("complete") and "profile" in stamp:
@@ -205,9 +212,16 @@ def run_data_steps(
             say(f"data {step}: running")
         started = time.monotonic()
         summary = build_dataset(project, (step,))
+        if step in ("respond", "cover"):  # the teacher answered from this profile
+            write_text_atomic(_profile_file(project), _sha(project.profile.encode()) + "\n")
         if say:
             say(f"data {step}: done in {elapsed(time.monotonic() - started)}")
     return summary
+
+
+def _profile_file(project: Project) -> Path:
+    """sha256 of the profile the teacher last answered from (`minime data` or build)."""
+    return project.root / "out" / "data" / "profile.sha256"
 
 
 def _run(project: Project, stage: str, resume: bool, say: Callable[[str], object]) -> None:
