@@ -502,3 +502,23 @@ def test_data_run_by_hand_records_the_profile_it_answered_from(
     output = result.output.replace("\n", " ")
     assert result.exit_code == 0
     assert "changed since the student was trained" in output and "profile.sha256" in output
+
+
+@pytest.mark.integration
+def test_chat_with_a_real_exported_student_and_gguf_path(project_dir):
+    import os
+
+    from conftest import bundled_model_path
+
+    gguf = bundled_model_path("smollm2-135m-instruct")
+    folder = project_dir / "out" / "export"
+    folder.mkdir(parents=True)
+    os.symlink(gguf, folder / "ada.q8_0.gguf")
+    files = [{"quant": "q8_0", "path": "ada.q8_0.gguf"}]
+    (folder / "export.json").write_text(json.dumps({"default": "q8_0", "files": files}))
+    for extra in ([], ["--model", str(gguf)]):
+        result = run("chat", project_dir, "What does Ada build?", "--max-tokens", "8", *extra)
+        assert result.exit_code == 0, result.output
+        assert result.output.count("A:") == 1
+        first = result.output.splitlines()[0]
+        assert ("distilled student" if not extra else "as it is") in first
