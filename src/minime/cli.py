@@ -49,6 +49,8 @@ class Method(StrEnum):
 
 
 Quant = Enum("Quant", {q: q for q in get_args(Quantization)}, type=str)  # type: ignore[misc]
+#: The stages of `minime build`, in order (minime.build.STAGES).
+Stage = Enum("Stage", {s: s for s in ("data", "distill", "export", "eval")}, type=str)  # type: ignore[misc]
 
 MethodOption = Annotated[
     Method | None,
@@ -666,19 +668,19 @@ def build(
         typer.Option("--dry-run", help="Print which stages would run and why; run nothing."),
     ] = False,
     start: Annotated[
-        str | None,
+        Stage | None,
         typer.Option(
             "--from",
-            help="First stage to consider (data, distill, export, eval).",
+            help="First stage to consider.",
             show_default=False,
         ),
     ] = None,
     stop: Annotated[
-        str | None,
+        Stage | None,
         typer.Option("--to", help="Last stage to consider.", show_default=False),
     ] = None,
     record: Annotated[
-        str | None,
+        Stage | None,
         typer.Option(
             help="Only mark this stage's current outputs as up to date (after running it by "
             "hand), without running anything.",
@@ -698,8 +700,8 @@ def build(
     """Run data, distill, export and eval in order, skipping stages whose inputs have not
     changed since their last complete run; then write out/report.html and print the
     evaluation's summary."""
-    from minime.build import STAGES, plan, record_stage, select_stages
     from minime.build import build as run_build
+    from minime.build import plan, record_stage, select_stages
     from minime.eval import EvalReport
 
     project = _with_overrides(
@@ -711,12 +713,10 @@ def build(
         },
     )
     if record:
-        if record not in STAGES:
-            raise typer.BadParameter(f"--record: expected one of {', '.join(STAGES)}")
-        record_stage(project, record)
-        console.print(f"recorded {record} as up to date")
+        record_stage(project, record.value)
+        console.print(f"recorded {record.value} as up to date")
         return
-    stages = select_stages(start, stop)
+    stages = select_stages(start and start.value, stop and stop.value)
     if dry_run:
         table = _table("stage", "would", "why", title=f"build plan: {project.name}")
         for outcome in plan(project, stages, force=force):
