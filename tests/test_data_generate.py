@@ -76,8 +76,12 @@ def test_augment_writes_paraphrases_chains_and_fact_questions(tmp_path):
     generator = ListGenerator()
     report = augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
     rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
-    assert (report.paraphrases, report.chained, report.profile_questions) == (4, 1, 9)
-    assert report.facts == 3 and report.total == len(rows) == 14
+    # 3 questions per fact, and each fact asked in one other language in turn (2 each).
+    assert (report.paraphrases, report.chained, report.profile_questions) == (4, 1, 15)
+    translated = [r for r in rows if r.category == "multilingual"]
+    assert [r.language for r in translated] == ["sv", "sv", "de", "de", "es", "es"]
+    assert all(r.fact for r in translated)
+    assert report.facts == 3 and report.total == len(rows) == 20
     assert {r.source for r in rows} == {"augment", "profile"}
     assert sum(r.category == "chained" for r in rows) == 1
     fact_rows = [r for r in rows if r.source == "profile"]
@@ -90,7 +94,7 @@ def test_augment_writes_paraphrases_chains_and_fact_questions(tmp_path):
     assert generator.calls == calls
 
 
-def test_edge_cases_cover_every_category_and_language(tmp_path):
+def test_edge_cases_come_from_the_bank_and_every_generator(tmp_path):
     proj = project(tmp_path)
     config = DataConfig(edge_per_category=3, languages=["sv", "de"])
     generators = [ListGenerator(), ListGenerator()]
@@ -103,10 +107,22 @@ def test_edge_cases_cover_every_category_and_language(tmp_path):
         "out_of_scope",
         "private",
         "multilingual",
-    }
+        "unanswerable",
+        "greeting",
+        "thanks",
+        "question",
+    } - {"multilingual"}
     assert all(n > 0 for n in report.per_category.values())
-    assert {r.generator for r in rows} == {"fake-generator", "second-generator"}
-    assert {r.language for r in rows if r.category == "multilingual"} == {"sv", "de"}
+    generated = [r for r in rows if r.source == "edge"]
+    assert {r.generator for r in generated} == {"fake-generator", "second-generator"}
+    assert {r.category for r in generated} == {"vague", "out_of_scope", "private"}
+    bank = [r for r in rows if r.source == "bank"]
+    # English and the configured languages only; the person's first name filled in.
+    assert {r.language for r in bank} == {None, "sv", "de"}
+    assert all("{" not in r.prompt for r in bank)
+    assert any("Ada" in r.prompt for r in bank if r.category == "private")
+    # The bank's general questions about the person are answered by the teacher.
+    assert {r.category for r in bank if r.origin == "bank: overview"} == {"question"}
     private_requests = [
         m[1]["content"]
         for g in generators
@@ -155,7 +171,7 @@ def test_facts_short_of_questions_are_topped_up(tmp_path):
             return FakeTeacher.stream(self, messages, params)
 
     generator = OneLine()
-    config = DataConfig(paraphrases=0, chains=0, questions_per_fact=3)
+    config = DataConfig(paraphrases=0, chains=0, questions_per_fact=3, translated_per_fact=0)
     augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
     rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
     per_fact = {f.text: sum(r.fact == f.text for r in rows) for f in profile_facts(PROFILE)}

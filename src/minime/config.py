@@ -64,6 +64,13 @@ class DataConfig(_Section):
     questions_per_fact: int = Field(
         12, ge=0, le=40, description="Questions asked about each profile statement."
     )
+    translated_per_fact: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Questions about each profile statement in one of `languages` (in turn), "
+        "answered in that language.",
+    )
     min_questions_per_fact: int = Field(
         10,
         ge=0,
@@ -72,11 +79,22 @@ class DataConfig(_Section):
         "`cover` asks more until it has them (or gives up after its rounds).",
     )
     edge_per_category: int = Field(
-        20, ge=0, description="Edge-case prompts per category and generator."
+        20,
+        ge=0,
+        description="Persona-specific edge cases (private, out-of-scope, vague) per category and "
+        "generator, besides minime's bank.",
+    )
+    followups: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="Share of training rows that also get a version as the second question of "
+        "a short conversation (the widget sends earlier turns).",
     )
     languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = Field(
         default_factory=lambda: ["sv", "de", "es", "fr"],
-        description="ISO 639-1 codes (two lower-case letters) of the multilingual edge cases.",
+        description="ISO 639-1 codes (two lower-case letters) of the languages, besides "
+        "English, that visitors are expected to write in.",
     )
     dedup_threshold: float = Field(
         0.15, ge=0, le=1, description="Cosine distance under which prompts are duplicates."
@@ -84,7 +102,9 @@ class DataConfig(_Section):
     logprobs: int = Field(20, ge=0, le=100, description="Teacher top-k log-probs kept per token.")
     answer_max_tokens: int = Field(200, ge=16, description="Longest teacher answer, in tokens.")
     judge: bool = Field(
-        True, description="Also ask the teacher, as a judge, whether each answer is grounded."
+        False,
+        description="Also ask the teacher, as a judge, whether each answer is grounded (after "
+        "the deterministic checks; about a third more teacher time).",
     )
     concurrency: int = Field(
         4, ge=1, le=64, description="Requests at once to OpenAI-compatible servers."
@@ -187,18 +207,19 @@ class EvalConfig(_Section):
         description="The persona's own questions with expected answers (JSONL, see the README).",
     )
     generated_facts: int = Field(
-        12,
+        20,
         ge=0,
         le=200,
         description="Profile facts to write a new question about (one each, never one in the "
         "training set).",
     )
     generated_per_category: int = Field(
-        2,
+        8,
         ge=0,
         le=20,
-        description="New questions for each other category: chained, multilingual, private, "
-        "out_of_scope, injection, unanswerable.",
+        description="New questions for each other category: chained and multilingual written "
+        "from the generated fact questions; private, out_of_scope, injection, unanswerable "
+        "and greeting from minime's evaluation bank.",
     )
     generator: str | None = Field(
         None, description="Model that writes the new questions; default: models.generators[0]."

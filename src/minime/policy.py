@@ -34,6 +34,35 @@ TEMPLATE_TOKEN = re.compile(
     r"<\|[a-z_]+\|>|<(?:start|end)_of_turn>|<\/?s>|<bos>|<eos>|\[/?INST\]", re.IGNORECASE
 )
 
+#: Number words that a profile may write where an answer writes the digits ("four" -> 4).
+_NUMBER_WORDS = {
+    word: value
+    for value, word in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
+    )
+} | {"once": 1, "twice": 2, "dozen": 12, "hundred": 100}
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _PROPER = re.compile(r"(?<![.!?:]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:[-'][A-Za-z]+)*")
 _COMMON = {
@@ -72,6 +101,23 @@ _COMMON = {
 }
 
 
+#: The person's own voice ("I live in ...", "my team"): the assistant speaks about them.
+_FIRST_PERSON = re.compile(
+    r"\b(?:my|mine|myself|I'm an?|I am an?|I was|I've|I have|I had|I (?:work|worked|live|lived|"
+    r"lead|led|studied|grew|speak|love|like|enjoy|build|built|maintain|play|run|joined|use|"
+    r"write|wrote|gave|mentor|prefer|grow|climb|founded|teach|taught|own|moved)|"
+    r"ich (?:bin|wohne|arbeite|habe|spreche)|meine?[mnrs]?|je suis|j'habite|je travaille|"
+    r"mon|jag (?:är|bor|arbetar|jobbar|har|talar)|soy|vivo en|trabajo (?:en|como)|"
+    r"mi (?:trabajo|equipo|nombre|empresa|casa))\b",
+    re.IGNORECASE,
+)
+
+
+def speaks_as_person(answer: str) -> bool:
+    """Whether the answer speaks as the person ("I work at ...") instead of about them."""
+    return bool(_FIRST_PERSON.search(answer))
+
+
 def is_refusal(answer: str) -> bool:
     """Whether the answer declines or says it does not know."""
     return bool(REFUSAL.search(answer))
@@ -83,14 +129,31 @@ def unsupported_claims(
     """Numbers (and, with `names`, proper names) in `answer` that neither the profile nor
     the question has."""
     known = f"{profile}\n{question}"
-    known_numbers = {_digits(n) for n in _NUMBER.findall(known)}
+    spelled = {str(n) for w, n in _NUMBER_WORDS.items() if re.search(rf"\b{w}\b", known, re.I)}
+    known_numbers = {_digits(n) for n in _NUMBER.findall(known)} | spelled
     known_lower = known.lower()
     claims = [n for n in _NUMBER.findall(answer) if _digits(n) not in known_numbers]
     for sentence in re.split(r"(?<=[.!?])\s+|\n+", answer) if names else ():
         for word in _PROPER.findall(sentence):
+            word = re.sub(r"'s$", "", word)
             if word not in _COMMON and word.lower() not in known_lower:
                 claims.append(word)
     return claims
+
+
+def profile_details(answer: str, profile: str, question: str, person: str) -> list[str]:
+    """Numbers and names of the profile that `answer` states and `question` does not ask
+    about (the person's own name aside): what makes a decline also an answer."""
+    asked = f"{question}\n{person}".lower()
+    profile_lower = profile.lower()
+    known_numbers = {_digits(n) for n in _NUMBER.findall(profile)}
+    found = [n for n in _NUMBER.findall(answer) if _digits(n) in known_numbers and n not in asked]
+    for word in _PROPER.findall(answer):
+        word = re.sub(r"'s$", "", word)
+        lower = word.lower()
+        if word not in _COMMON and lower in profile_lower and lower not in asked:
+            found.append(word)
+    return found
 
 
 def _digits(number: str) -> str:

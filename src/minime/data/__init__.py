@@ -107,7 +107,12 @@ def build_dataset(project: Project, steps: tuple[str, ...] = STEPS) -> dict:
                 )
             else:
                 report = split(
-                    path["cover"], path["train"], path["val"], config.val_fraction, config.seed
+                    path["cover"],
+                    path["train"],
+                    path["val"],
+                    config.val_fraction,
+                    config.seed,
+                    config.followups,
                 )
             summary[step] = json.loads(report.model_dump_json())
     finally:

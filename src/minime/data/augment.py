@@ -15,10 +15,17 @@ from pydantic import BaseModel
 
 from minime.backends import ChatBackend
 from minime.config import DataConfig
-from minime.data.generate import Fact, ask_list, looks_like_question, profile_facts
+from minime.data.generate import (
+    Fact,
+    addresses_visitor_as_person,
+    ask_list,
+    looks_like_question,
+    profile_facts,
+)
 from minime.data.records import PromptRecord, read_records, records_from_results
 from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import write_jsonl
+from minime.language import LANGUAGE_NAMES
 from minime.project import Project
 
 #: Extra asks for facts that got fewer than `questions_per_fact` usable questions.
@@ -81,6 +88,16 @@ def augment(
         job = partial(_ask_fact, backend, system, project.name, fact, count, 2000 + i)
         key = task_key("fact", fact.section, fact.text, count, backend.name, system)
         tasks.append((key, job))
+        if config.languages and config.translated_per_fact:
+            # Facts learned in one language transfer poorly to others: each fact is also
+            # asked in one of the configured languages, in turn.
+            language = config.languages[i % len(config.languages)]
+            count = config.translated_per_fact
+            job = partial(
+                _ask_fact_in, backend, system, project.name, fact, language, count, 4000 + i
+            )
+            key = task_key("fact-in", language, fact.text, count, backend.name, system)
+            tasks.append((key, job))
     # In-process models take turns (they hold a lock); HTTP generators run side by side.
     workers = config.concurrency if any(g.concurrent for g in generators) else 1
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment", workers).values())
@@ -111,7 +128,11 @@ def augment(
         results += topped.values()
     by_id = {r.id: r for r in real}
     results = [_checked_chain(r, by_id) if r["category"] == "chained" else r for r in results]
-    records = [r for r in records_from_results(results) if looks_like_question(r.prompt)]
+    records = [
+        r
+        for r in records_from_results(results)
+        if looks_like_question(r.prompt) and not addresses_visitor_as_person(r.prompt)
+    ]
     write_jsonl(dst, (r.model_dump() for r in records))
     return AugmentReport(
         paraphrases=sum(r.source == "augment" and r.category == "question" for r in records),
@@ -163,10 +184,34 @@ def _ask_fact(
     instruction = (
         f"Write {count} different questions a visitor could ask whose answer is this "
         f'statement from {name}\'s profile:\n"{fact.text}" (section: {fact.section or "intro"})\n'
-        "Vary them: direct and indirect, short and long, formal and casual."
+        "Vary them: direct and indirect, short and long, formal and casual, and one with a "
+        f"typo. Call {name} by name or she/he/they, never 'you'."
     )
     lines = ask_list(backend, system, instruction, count, seed=seed)
     return fact_result(backend, fact, lines)
+
+
+def _ask_fact_in(
+    backend: ChatBackend,
+    system: str,
+    name: str,
+    fact: Fact,
+    language: str,
+    count: int,
+    seed: int,
+) -> dict:
+    language_name = LANGUAGE_NAMES.get(language, language)
+    instruction = (
+        f"Write {count} different questions in {language_name}, as a native {language_name} "
+        f"speaker would type them, whose answer is this statement from {name}'s profile:\n"
+        f"\"{fact.text}\"\nCall {name} by name, never 'you'. Write {language_name} only."
+    )
+    lines = ask_list(backend, system, instruction, count, seed=seed)
+    return {
+        **fact_result(backend, fact, lines),
+        "category": "multilingual",
+        "language": language,
+    }
 
 
 def _top_up(
@@ -208,7 +253,7 @@ def _questions_per_fact(results: list[dict]) -> dict[str, list[str]]:
     """The distinct question-like prompts generated so far for each fact."""
     asked: dict[str, list[str]] = {}
     for result in results:
-        if result.get("fact"):
+        if result.get("fact") and result["category"] == "question":
             known = asked.setdefault(result["fact"], [])
             for prompt in result["prompts"]:
                 if looks_like_question(prompt) and prompt not in known:

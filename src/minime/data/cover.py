@@ -21,7 +21,7 @@ from minime.backends import ChatBackend
 from minime.config import DataConfig
 from minime.data.augment import fact_result, generator_system
 from minime.data.dedup import encode
-from minime.data.generate import Fact, ask_list, profile_facts
+from minime.data.generate import Fact, addresses_visitor_as_person, ask_list, profile_facts
 from minime.data.records import records_from_results
 from minime.data.respond import respond
 from minime.data.tasks import run_tasks, task_key, work_file
@@ -29,7 +29,7 @@ from minime.jsonl import load_jsonl, write_jsonl
 from minime.project import Project
 
 #: Rounds of asking; facts still short after them are listed in the report.
-COVER_ROUNDS = 5
+COVER_ROUNDS = 3
 #: Extra questions asked beyond the shortfall, for those dedup and the checks will drop.
 MARGIN = 4
 #: One asker per round: small generators write more, and more varied, questions when given
@@ -128,7 +128,7 @@ def _ask(
         f"Call {name} by name or she/he/they, never 'you'. Vary the wording and the length."
     )
     lines = ask_list(backend, system, instruction, count, seed=seed, temperature=0.9)
-    return fact_result(backend, fact, lines)
+    return fact_result(backend, fact, [q for q in lines if not addresses_visitor_as_person(q)])
 
 
 def _short(facts, rows: list[dict], target: int):

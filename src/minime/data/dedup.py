@@ -103,8 +103,9 @@ def dedup(
 ) -> DedupReport:
     """Keep one prompt per cluster of near-duplicates; write `dst` and the report files.
 
-    A real prompt is kept over synthetic ones in its cluster; among equals, the most central
-    one (the medoid of a cluster whose members are all within the threshold of each other).
+    Prompts of different categories are never duplicates of each other. A real prompt is
+    kept over synthetic ones in its cluster; among equals, the most central one (the medoid
+    of a cluster whose members are all within the threshold of each other).
 
     :param src: JSONL of PromptRecord dicts.
     :param dst: where the kept records go, unchanged and in input order.
@@ -127,6 +128,10 @@ def dedup(
     real = np.array([record.source == "real" for record in records], dtype=bool)
 
     neighbours = _find_neighbours(embeddings, max(threshold, *CURVE_THRESHOLDS), progress=True)
+    # Prompts of different categories get different answers, however alike they read:
+    # "What is her e-mail address?" (answered) and "What is her home address?" (declined)
+    # are the near-miss pairs that teach a student where the line is.
+    neighbours = _within_groups(neighbours, [record.category for record in records])
     labels = _cluster(neighbours, real, threshold)
     kept = labels == np.arange(len(records))
     write_jsonl(dst, (record for record, keep in zip(raw, kept, strict=True) if keep))
@@ -282,6 +287,25 @@ def _find_neighbours(
         first_starts=_starts(first, n),
         second_starts=_starts(second, n),
         max_distance=max_distance,
+    )
+
+
+def _within_groups(neighbours: _Neighbours, groups: list[str]) -> _Neighbours:
+    """`neighbours` less the pairs whose two records are in different groups."""
+    ids = {group: i for i, group in enumerate(dict.fromkeys(groups))}
+    group = np.array([ids[g] for g in groups], dtype=np.int32)
+    same = group[neighbours.first] == group[neighbours.second]
+    first, second = neighbours.first[same], neighbours.second[same]
+    n = neighbours.n
+    return _Neighbours(
+        n=n,
+        first=first,
+        second=second,
+        sims=neighbours.sims[same],
+        by_second=np.argsort(second, kind="stable").astype(np.int32),
+        first_starts=_starts(first, n),
+        second_starts=_starts(second, n),
+        max_distance=neighbours.max_distance,
     )
 
 

@@ -8,7 +8,19 @@ from dataclasses import dataclass
 from minime.backends import ChatBackend, SamplingParams
 
 _NUMBERING = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)]|Q\d*[:.])\s*", re.IGNORECASE)
-_PRIVATE_HEADING = re.compile(r"don'?t discuss|do not discuss|private|off[- ]limits", re.I)
+#: A heading or opening sentence that marks what the person does not talk about.
+_PRIVATE_MARK = re.compile(
+    r"(?:won'?t|will not|don'?t|do not|doesn'?t|does not|not|never|rather not|prefer not to) "
+    r"(?:\w+ ){0,2}(?:discuss|share|talk about|answer|disclose)|private|off[- ]limits|"
+    r"boundaries|no[- ]go|please don'?t ask",
+    re.IGNORECASE,
+)
+#: An opening sentence that says the section lists what the person keeps to themselves.
+_PRIVATE_OPENING = re.compile(
+    r"please don'?t ask|(?:won'?t|will not|don'?t|do not|never) (?:discuss|share|talk about) "
+    r"(?:my|personal|private|anything about)",
+    re.IGNORECASE,
+)
 
 
 def ask_list(
@@ -66,6 +78,19 @@ def looks_like_question(text: str) -> bool:
     return text.rstrip().endswith("?") or bool(_QUESTION_START.match(text.strip()))
 
 
+_SECOND_PERSON = re.compile(
+    r"\b(?:your|yours|yourself)\b|\b(?:do|did|are|were|have|had|would|will|could) you\b|"
+    r"^you\b|\b(?:du|dich|dein|deine|tu|vous|votre|ton|ta|tú|usted|tienes|eres)\b",
+    re.IGNORECASE,
+)
+
+
+def addresses_visitor_as_person(question: str) -> bool:
+    """Whether a generated question asks "you" as if the assistant were the person
+    ("Where did you grow up?"); "Can you tell me where she works?" is fine."""
+    return bool(_SECOND_PERSON.search(question))
+
+
 @dataclass(frozen=True)
 class Fact:
     """One statement of the profile, with the heading of its section."""
@@ -82,7 +107,7 @@ def profile_facts(profile: str) -> list[Fact]:
     """
     facts: list[Fact] = []
     for section, body in _sections(profile):
-        if _PRIVATE_HEADING.search(section):
+        if _is_private(section, body):
             continue
         for block in _blocks(body):
             if block.startswith(("- ", "* ", "+ ")):
@@ -96,7 +121,25 @@ def profile_facts(profile: str) -> list[Fact]:
 def private_section(profile: str) -> str:
     """The text of the sections about what the person does not discuss ("" if none)."""
     return "\n".join(
-        body.strip() for section, body in _sections(profile) if _PRIVATE_HEADING.search(section)
+        body.strip() for section, body in _sections(profile) if _is_private(section, body)
+    )
+
+
+def public_profile(profile: str) -> str:
+    """The profile without the sections about what the person does not discuss."""
+    return "\n".join(
+        f"{section}\n{body}"
+        for section, body in _sections(profile)
+        if not _is_private(section, body)
+    )
+
+
+def _is_private(heading: str, body: str) -> bool:
+    """Whether a section is about what the person does not discuss: its heading says so
+    ("What this assistant won't discuss", "Off-limits"), or its first sentence does."""
+    first_sentence = re.split(r"(?<=[.!?])\s", body.strip(), maxsplit=1)[0]
+    return bool(heading and _PRIVATE_MARK.search(heading)) or bool(
+        _PRIVATE_OPENING.search(first_sentence)
     )
 
 

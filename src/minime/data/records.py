@@ -19,10 +19,13 @@ Category = Literal[
     "out_of_scope",  # not about the person
     "private",  # what the profile does not or will not tell
     "injection",  # adversarial: tries to override the assistant's rules
+    "unanswerable",  # about the person, but the profile does not say
+    "greeting",  # hello, what can you do
+    "thanks",  # thanks, goodbye
 ]
 CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
 
-Source = Literal["real", "augment", "profile", "edge"]
+Source = Literal["real", "augment", "profile", "edge", "bank"]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
 
 

@@ -1,4 +1,9 @@
-"""Step 6 of `minime data`: a train/validation split, stratified by category."""
+"""Step 7 of `minime data`: a train/validation split, stratified by category, and follow-ups.
+
+The widget sends the visitor's earlier turns with each question, so some training rows are
+also written as the second question of a short conversation: another row's question and
+answer first, then theirs. The answer stays the one checked for the question alone.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,18 @@ class SplitReport(BaseModel):
 
     train: int
     val: int
+    followups: int
     per_category: dict[str, dict[str, int]]
 
 
-def split(src: Path, train: Path, val: Path, val_fraction: float, seed: int) -> SplitReport:
+def split(
+    src: Path, train: Path, val: Path, val_fraction: float, seed: int, followups: float = 0.0
+) -> SplitReport:
     """Split the answered rows of `src` into `train` and `val`, category by category.
 
     Every category with at least two rows has at least one in each split.
+
+    :param followups: share of training rows added again as a conversation's second turn.
     """
     by_category: dict[str, list[dict]] = defaultdict(list)
     for row in load_jsonl(src):
@@ -38,6 +48,33 @@ def split(src: Path, train: Path, val: Path, val_fraction: float, seed: int) -> 
         val_rows += rows[:n_val]
         train_rows += rows[n_val:]
         counts[category] = {"train": len(rows) - n_val, "val": n_val}
-    write_jsonl(train, train_rows)
+    extra = _followups(train_rows, followups, rng)
+    write_jsonl(train, train_rows + extra)
     write_jsonl(val, val_rows)
-    return SplitReport(train=len(train_rows), val=len(val_rows), per_category=counts)
+    return SplitReport(
+        train=len(train_rows) + len(extra),
+        val=len(val_rows),
+        followups=len(extra),
+        per_category=counts,
+    )
+
+
+def _followups(rows: list[dict], share: float, rng: random.Random) -> list[dict]:
+    """Copies of a `share` of single-turn `rows`, each after another row's question and answer."""
+    single = [r for r in rows if len(r["messages"]) == 2]
+    if len(single) < 2 or share <= 0:
+        return []
+    chosen = rng.sample(single, k=min(len(single), round(share * len(single))))
+    extra = []
+    for row in chosen:
+        before = rng.choice(single)
+        while before["id"] == row["id"]:
+            before = rng.choice(single)
+        extra.append(
+            {
+                **row,
+                "id": f"{row['id']}-after-{before['id']}",
+                "messages": before["messages"] + row["messages"],
+            }
+        )
+    return extra

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from minime.bank import DECLINE_CATEGORIES
 from minime.chat import system_prompt
 from minime.config import DistillConfig
 from minime.distill.data import (
@@ -28,12 +29,12 @@ from minime.distill.data import (
     read_rows,
     same_vocabulary,
 )
-from minime.distill.recall import key_terms, recalls
 from minime.distill.student import end_of_turn_ids, load_student, student_folder
 from minime.errors import InputError
 from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl
 from minime.project import Project
+from minime.recall import key_terms, recalls
 
 #: Tokens generated per answer when measuring fact recall.
 RECALL_MAX_TOKENS = 64
@@ -135,7 +136,7 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
     )
     eval_steps = max(1, steps_per_epoch // config.eval_per_epoch)
     total_steps = steps_per_epoch * config.max_epochs
-    probe = _recall_probe(val_rows, project.name)
+    probe = _recall_probe(val_rows, project.name, declines=True)
     checkpoints = out / "checkpoints"
     start_from = last_complete_checkpoint(checkpoints) if resume and checkpoints.exists() else None
     if start_from is None and checkpoints.exists():
@@ -156,8 +157,10 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
         save_steps=eval_steps,
         save_total_limit=2,
         load_best_model_at_end=bool(val_set),
-        metric_for_best_model="loss",
-        greater_is_better=False,
+        # Validation loss on a noisy teacher's text is no proxy for knowing the facts: keep
+        # the checkpoint that best answers the held-out phrasings and declines what it must.
+        metric_for_best_model="score" if probe else "loss",
+        greater_is_better=bool(probe),
         logging_steps=max(1, min(10, eval_steps // 2)),
         seed=config.seed,
         data_seed=config.seed,
@@ -283,14 +286,22 @@ def _prepare(model, folder: Path, config: DistillConfig, mode: str, end_ids: lis
     return model, context_teacher
 
 
-def _recall_probe(rows: list[dict], name: str) -> list[tuple[dict, set[str]]]:
-    """Questions written about a profile fact, with the key terms a right answer contains."""
-    probe = []
+def _recall_probe(
+    rows: list[dict], name: str, declines: bool = False
+) -> list[tuple[dict, set[str] | None]]:
+    """Questions written about a profile fact, with the key terms a right answer contains,
+    and with `declines` the rows whose fixed answer declines (keys None: the student's
+    answer must decline too)."""
+    probe: list[tuple[dict, set[str] | None]] = []
     for row in rows:
-        if row.get("fact") and row.get("category") == "question" and row.get("teacher") != "policy":
+        if len(row["messages"]) != 2:
+            continue
+        if row.get("fact") and row.get("category") in ("question", "multilingual"):
             keys = key_terms(row["fact"], row["messages"][-1]["content"], name)
             if keys:
                 probe.append((row, keys))
+        elif declines and row.get("teacher") == "policy" and row["category"] in DECLINE_CATEGORIES:
+            probe.append((row, None))
     return probe
 
 
@@ -400,8 +411,9 @@ def _evaluate_and_report(
     """Per-fact recall on training and validation questions, and the persona's own held-out
     questions (`questions.jsonl`, category "fact"), with the trained model."""
     train_probe = _sample_per_fact(_recall_probe(train_rows, project.name))
+    val_probe = [(row, keys) for row, keys in probe if keys is not None]
     per_fact: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"train": [], "val": []})
-    for split, items in (("train", train_probe), ("val", probe)):
+    for split, items in (("train", train_probe), ("val", val_probe)):
         answers = generate_answers(model, tokenizer, [row for row, _ in items], end_ids)
         for answer, (row, keys) in zip(answers, items, strict=True):
             per_fact[row["fact"]][split].append(recalls(answer, keys))

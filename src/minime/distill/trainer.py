@@ -27,8 +27,9 @@ from minime.distill.losses import (
     sparse_kd_loss,
     uld_loss,
 )
-from minime.distill.recall import recalls
 from minime.fileio import write_text_atomic
+from minime.policy import is_refusal
+from minime.recall import recalls
 
 #: Written into a checkpoint folder after everything else: only marked folders are resumed.
 COMPLETE_MARKER = "minime-complete"
@@ -193,16 +194,25 @@ class DistillTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def evaluation_loop(self, *args, **kwargs):
-        """Validation loss, plus the share of validation fact questions answered right."""
+        """Validation loss, the share of validation fact questions answered right, and the
+        score: the share of fact questions and must-decline prompts answered right."""
         output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", "eval")
         if self.recall_probe:
             questions = [row for row, _ in self.recall_probe]
             answers = self.generate_answers(self.model, questions)
-            hits = [
-                recalls(a, keys) for a, (_, keys) in zip(answers, self.recall_probe, strict=True)
-            ]
-            output.metrics[f"{prefix}_fact_recall"] = round(sum(hits) / len(hits), 4)
+            facts, declines = [], []
+            for answer, (_, keys) in zip(answers, self.recall_probe, strict=True):
+                if keys is None:
+                    declines.append(is_refusal(answer))
+                else:
+                    facts.append(recalls(answer, keys))
+            if facts:
+                output.metrics[f"{prefix}_fact_recall"] = round(sum(facts) / len(facts), 4)
+            if declines:
+                output.metrics[f"{prefix}_declined"] = round(sum(declines) / len(declines), 4)
+            hits = facts + declines
+            output.metrics[f"{prefix}_score"] = round(sum(hits) / len(hits), 4)
         return output
 
 
@@ -232,11 +242,10 @@ class TimeBudget(TrainerCallback):
 
 
 class RecallPatience(TrainerCallback):
-    """Stops training once validation fact recall has not improved for `patience`
-    evaluations. Written here because transformers' EarlyStoppingCallback watches the metric
-    that also picks the best checkpoint, and on a few dozen questions recall is too noisy to
-    pick one (on the example, recall peaked at epoch 2 of 4 while validation loss kept
-    falling, and that checkpoint answered 70% of the held-out questions against 87%)."""
+    """Stops training once the validation score (fact questions answered and must-decline
+    prompts declined) has not improved for `patience` evaluations. Written here because
+    transformers' EarlyStoppingCallback can only watch the metric that picks the best
+    checkpoint, and patience needs its own count of evaluations without progress."""
 
     def __init__(self, patience: int) -> None:
         self.patience = patience
@@ -244,7 +253,7 @@ class RecallPatience(TrainerCallback):
         self.stale = 0
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        recall = (metrics or {}).get("eval_fact_recall")
+        recall = (metrics or {}).get("eval_score")
         if recall is None:
             return control
         if self.best is None or recall > self.best:

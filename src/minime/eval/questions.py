@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from minime.backends import ChatBackend
 from minime.data.tasks import task_key
@@ -23,9 +23,26 @@ from minime.jsonl import read_jsonl
 from minime.project import Project
 
 Category = Literal[
-    "fact", "chained", "private", "out_of_scope", "injection", "multilingual", "unanswerable"
+    "fact",
+    "chained",
+    "private",
+    "out_of_scope",
+    "injection",
+    "multilingual",
+    "unanswerable",
+    "greeting",  # hello, thanks: answered, never declined
+    "followup",  # a question after earlier turns (`history`): answered from them
 ]
 CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
+
+
+class Turn(BaseModel):
+    """One earlier message of a conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1)
 
 
 class Question(BaseModel):
@@ -41,11 +58,28 @@ class Question(BaseModel):
     must_contain: list[str] = Field(default_factory=list)
     must_not_contain: list[str] = Field(default_factory=list)
     language: str | None = Field(None, pattern=r"^[a-z]{2}$")
+    history: list[Turn] = Field(
+        default_factory=list,
+        description="Earlier turns of the conversation, user first, alternating.",
+    )
+
+    @model_validator(mode="after")
+    def _turns_alternate(self) -> Question:
+        for i, turn in enumerate(self.history):
+            if turn.role != ("user" if i % 2 == 0 else "assistant"):
+                raise ValueError(f"history[{i}].role: expected alternating user and assistant")
+        if len(self.history) % 2:
+            raise ValueError("history: must end with the assistant's turn")
+        return self
 
     @property
     def id(self) -> str:
-        """A stable id from the category and the text."""
-        return task_key(self.category, self.question)
+        """A stable id from the category, the text and the earlier turns."""
+        return task_key(self.category, self.question, *(t.content for t in self.history))
+
+    def messages(self) -> list[dict]:
+        """The conversation a contender is sent: the earlier turns, then the question."""
+        return [*(t.model_dump() for t in self.history), {"role": "user", "content": self.question}]
 
 
 class EvalQuestion(Question):
@@ -75,7 +109,7 @@ class QuestionSet(BaseModel):
 
     def digest(self) -> str:
         """A short hash of the questions asked, for caching answers."""
-        return task_key(*(q.question for q in self.questions))
+        return task_key(*(q.id for q in self.questions))
 
 
 def load_questions(path: Path) -> list[EvalQuestion]:

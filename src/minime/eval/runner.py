@@ -180,7 +180,7 @@ def _run(
         "spec": contender.spec,
         "mode": contender.mode,
         "project": str(project.root.resolve()),
-        "questions": [q.question for q in questions.questions],
+        "questions": [q.messages() for q in questions.questions],
         "params": params,
         "n_ctx": chat.n_ctx,
         "n_threads": chat.n_threads,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from minime.backends import Delta, SamplingParams, load_backend
+from minime.backends import Delta, Message, SamplingParams, load_backend
 from minime.errors import MinimeError
 from minime.fileio import write_text_atomic
 
@@ -23,7 +23,8 @@ def run_job(job: dict) -> dict:
     """Load the contender, answer every question, and measure it.
 
     :param job: {"spec", "mode" ("plain" or "profile"), "project" (folder, for profile
-        mode), "questions" (texts), "params" (SamplingParams fields), "n_ctx", "n_threads"}.
+        mode), "questions" (each a conversation: earlier turns, then the question),
+        "params" (SamplingParams fields), "n_ctx", "n_threads"}.
     :returns: {"load_seconds", "answers": [{"text", "error", "seconds",
         "first_token_seconds", "tokens", "decode_seconds", "finish_reason"}],
         "peak_rss_bytes"}.
@@ -37,12 +38,14 @@ def run_job(job: dict) -> dict:
         assistant = open_chat(Project.open(Path(job["project"])), job["spec"])
         assistant.params = params
         backend = assistant.backend
-        ask: Callable[[str], Iterator[Delta]] = assistant.stream
+
+        def ask(messages: list[Message]) -> Iterator[Delta]:
+            return assistant.stream(messages[-1]["content"], messages[:-1])
     else:
         backend = load_backend(job["spec"], n_ctx=job["n_ctx"], n_threads=job["n_threads"])
 
-        def ask(question: str) -> Iterator[Delta]:
-            return backend.stream([{"role": "user", "content": question}], params)
+        def ask(messages: list[Message]) -> Iterator[Delta]:
+            return backend.stream(messages, params)
 
     load_seconds = time.perf_counter() - started
     answers = []
@@ -70,7 +73,7 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def _answer(ask: Callable[[str], Iterator[Delta]], question: str) -> dict:
+def _answer(ask: Callable[[list[Message]], Iterator[Delta]], question: list[Message]) -> dict:
     """One answer with its timings; a backend error becomes the answer's error."""
     started = time.perf_counter()
     first = None

@@ -319,6 +319,8 @@ def _logits_check(files, model, sequences, threads, progress) -> tuple[dict[str,
     import torch
     from llama_cpp import Llama
 
+    from minime.backends.llamacpp import all_cores
+
     if not sequences:
         return {}, 0.0
     n_ctx = max(len(p) + len(c) for p, c, _ in sequences) + 8
@@ -328,8 +330,8 @@ def _logits_check(files, model, sequences, threads, progress) -> tuple[dict[str,
             n_ctx=n_ctx,
             n_batch=n_ctx,
             logits_all=True,
-            n_threads=threads,
-            n_threads_batch=threads,
+            n_threads=all_cores(threads),
+            n_threads_batch=all_cores(threads),
             verbose=False,
         )
         for quant, path in files.items()

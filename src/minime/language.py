@@ -12,6 +12,25 @@ from __future__ import annotations
 import re
 from functools import cache
 
+#: English names of the languages minime writes and answers in, by ISO 639-1 code.
+LANGUAGE_NAMES = {
+    "sv": "Swedish",
+    "de": "German",
+    "es": "Spanish",
+    "fr": "French",
+    "it": "Italian",
+    "nl": "Dutch",
+    "pt": "Portuguese",
+    "da": "Danish",
+    "no": "Norwegian",
+    "fi": "Finnish",
+    "pl": "Polish",
+    "ja": "Japanese",
+    "zh": "Chinese",
+    "ar": "Arabic",
+    "hi": "Hindi",
+}
+
 #: Words fewer than this, once names are removed, are too little to tell a language by.
 MIN_WORDS = 3
 
