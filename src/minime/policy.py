@@ -24,7 +24,7 @@ REFUSAL = re.compile(
     r"(?:prefers?|would rather|'d rather) not|isn'?t something|(?:'s|is) private|"
     r"(?:information|that) is(?:n'?t| not) available|i'm not sure|"
     r"i'm (?:only )?here to (?:answer|help with) questions about|"
-    r"weiß (?:es |ich )?nicht|keine informationen|vet inte|ingen information|"
+    r"weiß (?:es |ich )?nicht|keine informationen|vet (?:jag )?inte|ingen information|"
     r"je ne sais pas|aucune information|pas d'information|no (?:lo )?sé|"
     r"no tengo información)\b",
     re.IGNORECASE,

@@ -70,7 +70,7 @@ def bank_prompts(
 def mentions_any(text: str, words: list[str]) -> bool:
     """Whether `text` has any of `words` as a whole word (or word group), plural allowed."""
     return any(
-        re.search(rf"(?<!\w){re.escape(w.strip())}(?:s|es)?(?!\w)", text, re.IGNORECASE)
+        re.search(rf"(?<!\w){re.escape(w.strip())}s?(?!\w)", text, re.IGNORECASE)
         for w in words
         if w.strip()
     )
