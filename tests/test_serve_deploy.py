@@ -274,6 +274,6 @@ def test_the_container_command_serves_outside_docker(tmp_path):
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
     assert "Mara Lind" in page.text
     assert f"Uvicorn running on http://0.0.0.0:{port}" in log
-    # A graceful stop: uvicorn finishes, then re-raises SIGTERM so the exit status says why.
+    # A graceful stop exits 0 (uvicorn alone re-raises SIGTERM: 143).
     assert "Finished server process" in log
-    assert code in (0, -signal.SIGTERM), log
+    assert code == 0, log

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 
@@ -49,7 +50,8 @@ async def _burst(url: str, n: int) -> list[dict]:
 
 def test_8_then_32_concurrent_streams_complete_or_get_429():
     backend = ScriptedBackend(delay=0.05)  # about 0.5 s per answer
-    config = ServeConfig(rate_limit=0, queue_size=8)
+    # Admission counts each answer at its whole budget: 16 tokens (0.8 s) lets 9 fit in 60 s.
+    config = ServeConfig(rate_limit=0, queue_size=8, max_tokens=16)
     with fake_server(backend, config) as url:
         start = time.monotonic()
         eight = asyncio.run(_burst(url, 8))
@@ -102,11 +104,23 @@ def test_a_visitor_who_leaves_the_queue_frees_their_place():
         first.start()
         while backend.active == 0:
             time.sleep(0.01)
-        with client.stream("POST", f"{url}/v1/chat/completions", json=QUESTION) as queued:
-            lines = queued.iter_lines()  # (dropping the iterator would close the response)
-            next(lines)  # the role chunk: accepted, waiting its turn
-            assert client.get(f"{url}/healthz").json()["waiting"] == 1
-            busy = client.post(f"{url}/v1/chat/completions", json=QUESTION)
+        # A queued stream gets no status line until its turn: send it on a bare socket.
+        body = json.dumps(QUESTION).encode()
+        host, port = url.removeprefix("http://").split(":")
+        queued = socket.create_connection((host, int(port)))
+        queued.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        deadline = time.monotonic() + 2
+        while client.get(f"{url}/healthz").json()["waiting"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        busy = client.post(f"{url}/v1/chat/completions", json=QUESTION)
+        queued.close()
         deadline = time.monotonic() + 2
         while client.get(f"{url}/healthz").json()["waiting"] and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -144,7 +158,12 @@ def test_a_body_that_never_finishes_arriving_times_out():
         yield b"]}"
 
     with fake_server(ScriptedBackend(), config) as url:
-        response = httpx.post(f"{url}/v1/chat/completions", content=trickle(), timeout=10)
+        response = httpx.post(
+            f"{url}/v1/chat/completions",
+            content=trickle(),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
     # Had the server waited for the whole body, it would have refused the empty list (400).
     assert response.status_code == 408
     assert response.json()["error"]["code"] == "timeout"

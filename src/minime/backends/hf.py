@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from minime.backends._stops import StopStringFilter
+from minime.backends._template import plain_runs, prompt_parts, split_markers
 from minime.backends.base import (
     ChatBackend,
     Delta,
@@ -58,11 +60,35 @@ class HFBackend(ChatBackend):
         self._cached_tokens: list[int] = []
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
-        """Token ids of the chat prompt that ends where the assistant's answer begins."""
-        encoded = self._tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
-        return list(encoded["input_ids"])
+        """Token ids of the chat prompt that ends where the assistant's answer begins.
+
+        Only the template's own markers become special tokens: the messages' text is
+        tokenized with special tokens split (as plain text), so `<|im_start|>` typed by a
+        visitor cannot open a turn of its own.
+        """
+        tokenizer = self._tokenizer
+
+        def render(conversation: list[Message]) -> str:
+            return tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=False
+            )
+
+        added = sorted(tokenizer.added_tokens_encoder, key=len, reverse=True)
+        pattern = re.compile("|".join(map(re.escape, added))) if added else None
+        pieces: list[tuple[str, bool]] = []
+        for text, is_message in prompt_parts(render, messages):
+            if is_message or pattern is None:
+                pieces.append((text, False))
+            else:
+                pieces.extend(split_markers(text, pattern.findall(text)))
+        ids: list[int] = []
+        for text, is_marker in plain_runs(pieces):
+            if is_marker:
+                ids.append(tokenizer.convert_tokens_to_ids(text))
+            else:
+                encoded = tokenizer(text, add_special_tokens=False, split_special_tokens=True)
+                ids.extend(encoded["input_ids"])
+        return ids
 
     def stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
         """Generate an answer token by token (see ChatBackend.stream)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from minime.backends._stops import StopStringFilter
+from minime.backends._template import plain_runs, prompt_parts, split_markers
 from minime.backends.base import (
     ChatBackend,
     Delta,
@@ -21,6 +23,12 @@ from minime.backends.base import (
     common_prefix,
 )
 from minime.errors import BackendError
+
+
+def all_cores(n_threads: int | None) -> int:
+    """`n_threads`, or every core when None: llama-cpp-python's own default for None is half
+    the cores (`cpu_count() // 2`), one of the two on a small machine."""
+    return n_threads or os.cpu_count() or 1
 
 
 class LlamaCppBackend(ChatBackend):
@@ -45,12 +53,13 @@ class LlamaCppBackend(ChatBackend):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.name = name or str(path)
+        threads = all_cores(n_threads)
         try:
             self._llm = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
+                n_threads=threads,
+                n_threads_batch=threads,
                 seed=seed,
                 verbose=False,
             )
@@ -76,13 +85,56 @@ class LlamaCppBackend(ChatBackend):
         return self._llm.n_ctx()
 
     def prompt_tokens(self, messages: list[Message]) -> list[int]:
-        """Token ids of the chat prompt that ends where the assistant's answer begins."""
+        """Token ids of the chat prompt that ends where the assistant's answer begins.
+
+        Only the template's own markers become control tokens: the messages' text is
+        tokenized as plain text, so `<|im_start|>` typed by a visitor stays those
+        characters and cannot open a turn of its own.
+        """
+
+        def render(conversation: list[Message]) -> str:
+            return self._formatter(messages=conversation).prompt
+
         try:
-            prompt = self._formatter(messages=messages).prompt
+            parts = prompt_parts(render, messages)
         except Exception as exc:  # jinja2 raises many types, all mean a bad conversation
             raise BackendError(f"{self.name}: chat template rejected the messages: {exc}") from exc
+        pieces: list[tuple[str, bool]] = []
+        for text, is_message in parts:
+            pieces.extend([(text, False)] if is_message else self._split_control(text))
+        ids: list[int] = []
+        for text, is_marker in plain_runs(pieces):
+            if is_marker:
+                ids.extend(self._tokenize(text, special=True))
+            else:
+                ids.extend(self._tokenize(text, special=False))
+        return ids
+
+    def _tokenize(self, text: str, *, special: bool) -> list[int]:
         # The template writes any BOS itself, so the tokenizer must not add a second one.
-        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 text holds one
+            raise BackendError(f"{self.name}: the messages are not valid Unicode: {exc}") from None
+        return self._llm.tokenize(data, add_bos=False, special=special)
+
+    def _split_control(self, text: str) -> list[tuple[str, bool]]:
+        """The template's text as (piece, is_control_token) parts, split where llama.cpp
+        would parse a control token in it."""
+        import llama_cpp
+
+        vocab = self._llm._model.vocab
+        special = (
+            llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+            | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        )
+        markers = [
+            self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+            for token in self._tokenize(text, special=True)
+            if llama_cpp.llama_vocab_get_attr(vocab, token) & special
+        ]
+        return split_markers(text, markers)
 
     def stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
         """Generate an answer token by token (see ChatBackend.stream)."""

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from minime.backends import Delta, Message, SamplingParams
 from minime.config import ServeConfig
 from minime.errors import BackendError
-from minime.serve.engine import Engine, Job, QueueFull, QueueTimeout
+from minime.serve.engine import Engine, Job, NotInTime, QueueFull, QueueTimeout, Speed
 from minime.serve.limits import (
     APIError,
     ChatRequest,
@@ -69,15 +69,21 @@ def create_app(
     page = page.replace("{{title}}", html.escape(served.title, quote=True))
     limiter = RateLimiter(config.rate_limit, config.rate_burst)
     created = int(time.time())
+    # Answers not yet finished, each with the callback that ends it and logs it.
+    pending: set[Callable[[str], None]] = set()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The engine's lock and queues belong to the event loop that serves requests.
-        app.state.engine = Engine(served.backend, config.queue_size)
+        speed = Speed(**vars(served.speed)) if served.speed else None  # a copy: it learns
+        app.state.engine = Engine(served.backend, config.queue_size, speed)
         app.state.log = RequestLog(request_log) if request_log else None
         try:
             yield
         finally:
+            # Streams that the graceful shutdown's timeout cut: stop them, and log them.
+            for end in list(pending):
+                end("shutdown")
             app.state.engine.close()
             if app.state.log:
                 app.state.log.close()
@@ -121,6 +127,7 @@ def create_app(
 
     async def chat_completions(request: Request) -> Response:
         arrived = time.monotonic()
+        _require_json(request)
         peer = request.client.host if request.client else None
         forwarded = request.headers.get("x-forwarded-for")
         client = client_address(peer, forwarded, config.forwarded_proxies)
@@ -141,11 +148,11 @@ def create_app(
         chat = parse_request(_decode_json(body), config)
         visitor = visitor_messages(chat)
         messages = served.messages(visitor)
-        _check_context(served, messages)
+        prompt = _check_context(served, messages)
         engine: Engine = request.app.state.engine
         left = config.request_timeout - (time.monotonic() - arrived)
         try:
-            job = engine.submit(messages, _sampling(served.params, chat, config), left)
+            job = engine.submit(messages, _sampling(served.params, chat, config), left, prompt)
         except QueueFull as exc:
             raise APIError(
                 429,
@@ -154,22 +161,40 @@ def create_app(
                 code="server_busy",
                 headers=retry_after_header(exc.retry_after),
             ) from None
+        except NotInTime as exc:
+            raise _generation_error(exc) from None
         answer = _Answer(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             arrived=arrived,
             question=visitor[-1]["content"],
             turns=len(visitor),
             stream=chat.stream,
+            # Counted here too, so that an answer cut short still reports its prompt.
+            prompt_tokens=len(prompt) if prompt is not None else 0,
         )
         watcher = asyncio.create_task(_watch_disconnect(request, job))
 
-        def finish() -> None:
+        def finish(reason: str | None = None) -> None:
+            if finish not in pending:
+                return  # already finished
+            pending.discard(finish)
             watcher.cancel()
             job.abandon()  # no-op once the answer is complete
+            if reason and not answer.finish_reason:
+                answer.finish_reason = reason
             if request.app.state.log:
                 request.app.state.log.write(client, **answer.record())
 
+        pending.add(finish)
         if chat.stream:
+            # The 200 goes out only once the answer starts: until then the visitor can
+            # still be told that it will not come (503), as a whole answer would be.
+            try:
+                await job.wait_turn()
+            except Exception as exc:
+                answer.finish_reason = "error"
+                finish()
+                raise _generation_error(exc) from None
             events = _sse(served.id, job, answer, chat.include_usage, finish)
             headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
@@ -190,7 +215,7 @@ def create_app(
         allow_headers=["Content-Type", "Authorization"],
         max_age=600,
     )
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", demo_page),
             Route("/widget.js", widget_script),
@@ -206,6 +231,10 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # No redirect from /healthz/ to /healthz: Starlette builds its URL from the Host
+    # header, so a visitor could make the server point anywhere.
+    app.router.redirect_slashes = False
+    return app
 
 
 @dataclass
@@ -303,21 +332,39 @@ def _decode_json(body: bytes) -> Any:
         ) from None
 
 
-def _check_context(served: ServedModel, messages: list[Message]) -> None:
-    """:raises APIError: 400 if the chat template refuses the conversation, or it leaves no
-    room for an answer in the context window."""
+def _require_json(request: Request) -> None:
+    """Only JSON bodies: a page on another site can POST text/plain through a visitor's
+    browser without a CORS preflight, but not application/json.
+
+    :raises APIError: 415 for any other Content-Type.
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise APIError(
+            415,
+            f"the Content-Type must be application/json, not {media_type or 'missing'}",
+            code="unsupported_media_type",
+        )
+
+
+def _check_context(served: ServedModel, messages: list[Message]) -> list[int] | None:
+    """The prompt's token ids, where the backend gives them.
+
+    :raises APIError: 400 if the chat template refuses the conversation, or it leaves no
+        room for an answer in the context window."""
     try:
         prompt = served.prompt_tokens(messages)
     except BackendError as exc:
         raise APIError(400, str(exc), param="messages") from None
-    if prompt is not None and served.n_ctx is not None and prompt >= served.n_ctx:
+    if prompt is not None and served.n_ctx is not None and len(prompt) >= served.n_ctx:
         raise APIError(
             400,
-            f"the conversation is {prompt} tokens, more than the model's context window of "
+            f"the conversation is {len(prompt)} tokens, more than the model's context window of "
             f"{served.n_ctx}; send fewer or shorter messages",
             param="messages",
             code="context_length_exceeded",
         )
+    return prompt
 
 
 def _sampling(defaults: SamplingParams, chat: ChatRequest, config: ServeConfig) -> SamplingParams:
@@ -349,6 +396,14 @@ def _generation_error(exc: Exception) -> APIError:
         return APIError(
             503, str(exc), type="server_error", code="timeout", headers=retry_after_header(1)
         )
+    if isinstance(exc, NotInTime):
+        return APIError(
+            503,
+            str(exc),
+            type="server_error",
+            code="timeout",
+            headers=retry_after_header(exc.retry_after),
+        )
     if isinstance(exc, BackendError):
         return APIError(400, str(exc), param="messages")
     logger.error("generation failed", exc_info=exc)
@@ -356,7 +411,7 @@ def _generation_error(exc: Exception) -> APIError:
 
 
 async def _sse(
-    model: str, job: Job, answer: _Answer, include_usage: bool, finish: Callable[[], None]
+    model: str, job: Job, answer: _Answer, include_usage: bool, finish: Callable[..., None]
 ) -> AsyncIterator[bytes]:
     """The answer as OpenAI's chunks, one server-sent event each, ending with [DONE]."""
 
@@ -368,7 +423,7 @@ async def _sse(
         return event({**_head(model, answer, "chat.completion.chunk"), "choices": [choice]})
 
     try:
-        # Sent at once, so the visitor sees the request accepted while it waits its turn.
+        # Sent as soon as the answer starts, before its first token is out.
         yield chunk({"role": "assistant", "content": ""})
         try:
             async for delta in job.deltas():

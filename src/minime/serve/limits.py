@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from minime.backends import Message
 from minime.config import ServeConfig
@@ -48,19 +48,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_STOP = 4
+"""Stop sequences a request may give (OpenAI's limit)."""
+
+# JSON types as OpenAI checks them: no "16" or true for a number, no "yes" for a boolean.
+_Float = Annotated[float, Field(strict=True)]
+
+
 class TextPart(_Strict):
     """A text part of a message's content (OpenAI's list form)."""
 
     type: Literal["text"]
-    text: str
+    text: StrictStr
 
 
 class ChatMessage(_Strict):
     """One message of the conversation."""
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: StrictStr | list[TextPart]
+    name: StrictStr | None = None
 
     @property
     def text(self) -> str:
@@ -73,7 +80,7 @@ class ChatMessage(_Strict):
 class StreamOptions(_Strict):
     """Options of a streamed answer."""
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatRequest(_Strict):
@@ -82,18 +89,22 @@ class ChatRequest(_Strict):
     Any other field is refused, as OpenAI does, rather than silently ignored.
     """
 
-    model: str | None = None
+    model: StrictStr | None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: _Float | None = Field(None, ge=0, le=2)
+    top_p: _Float | None = Field(None, gt=0, le=1)
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
     n: Literal[1] = 1
-    user: str | None = None
+    user: StrictStr | None = None
+    # Clients such as LangChain send 0 by default; the server applies no penalties, so
+    # the neutral value is accepted and any other refused (parse_request).
+    presence_penalty: _Float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: _Float | None = Field(None, ge=-2, le=2)
 
     @property
     def include_usage(self) -> bool:
@@ -118,14 +129,34 @@ def parse_request(data: Any, config: ServeConfig) -> ChatRequest:
             code="too_many_messages",
         )
     try:
+        _refuse_lone_surrogates(data, "")
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply") from None
+    try:
         request = ChatRequest.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        param = ".".join(map(str, error["loc"])) or None
+        # A union's errors carry the member's name (`stop.list[str]`): keep the field's.
+        loc = [part for part in error["loc"] if part != "str" and not str(part).startswith("list[")]
+        param = ".".join(map(str, loc)) or None
         if error["type"] == "extra_forbidden":
             message = f"Unrecognized request argument supplied: {param}"
             raise APIError(400, message, param=param) from None
         raise APIError(400, f"{param}: {error['msg']}", param=param) from None
+    if isinstance(request.stop, list) and len(request.stop) > MAX_STOP:
+        raise APIError(
+            400,
+            f"stop: {len(request.stop)} sequences; at most {MAX_STOP} are allowed",
+            param="stop",
+        )
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(request, name):
+            raise APIError(
+                400,
+                f"{name}: this server applies no penalties; send 0 or leave it out",
+                param=name,
+                code="unsupported_value",
+            )
     for index, message in enumerate(request.messages):
         if len(message.text) > config.max_message_chars:
             raise APIError(
@@ -136,6 +167,30 @@ def parse_request(data: Any, config: ServeConfig) -> ChatRequest:
                 code="message_too_long",
             )
     return request
+
+
+def _refuse_lone_surrogates(value: Any, path: str) -> None:
+    """JSON may escape half of a UTF-16 pair (`"\\ud800"`), which no UTF-8 text can hold.
+
+    :raises APIError: 400 naming the field.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise APIError(
+                400,
+                f"{path or 'body'}: the text holds an unpaired surrogate (\\ud800-\\udfff), "
+                "which is not valid Unicode",
+                param=path or None,
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(key, path)
+            _refuse_lone_surrogates(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_lone_surrogates(item, f"{path}.{index}" if path else str(index))
 
 
 def visitor_messages(request: ChatRequest) -> list[Message]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minime.backends import ChatBackend, Message, SamplingParams, load_backend
 from minime.config import ChatConfig, ServeConfig
 from minime.errors import InputError
 from minime.project import Project
+
+if TYPE_CHECKING:
+    from minime.serve.engine import Speed
 
 EXPORT_MANIFEST = Path("out/export/export.json")
 """The manifest `minime export` writes, relative to the project root."""
@@ -28,6 +32,7 @@ class ServedModel:
     params: SamplingParams
     title: str
     system: str | None = None
+    speed: Speed | None = None  # measured at load, for admission; None: cautious defaults
 
     def messages(self, visitor: list[Message]) -> list[Message]:
         """The conversation sent to the model for the visitor's messages."""
@@ -35,13 +40,11 @@ class ServedModel:
             return list(visitor)
         return [{"role": "system", "content": self.system}, *visitor]
 
-    def prompt_tokens(self, messages: list[Message]) -> int | None:
-        """Tokens of the model's prompt for `messages`, where the backend can count them."""
-        from minime.backends.llamacpp import LlamaCppBackend
-
-        if isinstance(self.backend, LlamaCppBackend):
-            return len(self.backend.prompt_tokens(messages))
-        return None
+    def prompt_tokens(self, messages: list[Message]) -> list[int] | None:
+        """Token ids of the model's prompt for `messages`, where the backend gives them
+        (the local backends do; a remote one does not)."""
+        tokenize = getattr(self.backend, "prompt_tokens", None)
+        return list(tokenize(messages)) if tokenize is not None else None
 
     @property
     def n_ctx(self) -> int | None:
@@ -83,7 +86,19 @@ def open_served_model(
     :raises InputError: if the target is neither, or its export manifest is broken.
     :raises ModelNotFoundError: if a model spec resolves to nothing.
     """
-    target = Path(target)
+    served = _open(Path(target), config, model, quant)
+    if hasattr(served.backend, "prompt_tokens"):  # a local model: time it before serving
+        from minime.serve.engine import measure_speed
+
+        try:
+            served.speed = measure_speed(served.backend)
+        except Exception:
+            served.backend.close()
+            raise
+    return served
+
+
+def _open(target: Path, config: ServeConfig, model: str | None, quant: str | None) -> ServedModel:
     options = {"n_ctx": config.n_ctx, "n_threads": config.threads}
     if target.is_file() and target.suffix == ".gguf":
         chat = ChatConfig()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +16,11 @@ from minime.config import ServeConfig
 from minime.data.collect import REQUEST_LOG
 from minime.errors import ConfigError
 from minime.project import Project
+
+MAX_CONNECTIONS = 64
+"""Open connections at most (a slow client holds one for up to HEAD_TIMEOUT seconds)."""
+HEAD_TIMEOUT = 10.0
+"""Seconds a connection may take to send a whole request head (slowloris)."""
 
 
 def serve_config(target: Path, **overrides: Any) -> ServeConfig:
@@ -46,8 +56,6 @@ def serve(
     :raises InputError: if the target is not servable.
     :raises ModelNotFoundError: if a model spec resolves to nothing.
     """
-    import uvicorn
-
     from minime.serve.app import create_app
     from minime.serve.model import open_served_model
 
@@ -56,14 +64,65 @@ def serve(
         request_log = target / REQUEST_LOG
     served = open_served_model(target, config, model=model, quant=quant)
     try:
-        app = create_app(served, config, request_log=request_log)
-        uvicorn.run(
-            app,
-            host=config.host,
-            port=config.port,
-            log_level="info",
-            server_header=False,
-            timeout_graceful_shutdown=config.shutdown_timeout,
-        )
+        run_app(create_app(served, config, request_log=request_log), config)
     finally:
         served.backend.close()
+
+
+def run_app(
+    app: Any,
+    config: ServeConfig,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    head_timeout: float = HEAD_TIMEOUT,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve an ASGI app with uvicorn on `config.host`/`config.port` until SIGINT or
+    SIGTERM, then return (exit status 0) once the answers in flight are finished.
+
+    :param max_connections: open connections past which a new one gets 503 and is closed.
+    :param head_timeout: seconds a connection may take to send a request head.
+    :param sockets: listen on these bound sockets instead of host and port.
+    """
+    import uvicorn
+
+    from minime.serve.protocol import guarded_protocol
+
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        http=guarded_protocol(max_connections, head_timeout),
+        ws="none",
+        lifespan="on",
+        # The app reads X-Forwarded-For itself, trusting only `forwarded_proxies` hops:
+        # uvicorn's own proxy_headers would trust it from loopback, whatever the setting.
+        proxy_headers=False,
+        log_level="info",
+        server_header=False,
+        timeout_graceful_shutdown=config.shutdown_timeout,
+    )
+    _graceful_server(uv_config).run(sockets=sockets)
+
+
+def _graceful_server(config: Any) -> Any:
+    """uvicorn's Server, except that a graceful stop on SIGTERM returns rather than
+    re-raising the signal (uvicorn 0.54 does, so the process would exit 143, which
+    container runtimes report as a failure)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server(config)
