@@ -171,13 +171,13 @@ def test_facts_short_of_questions_are_topped_up(tmp_path):
             return FakeTeacher.stream(self, messages, params)
 
     generator = OneLine()
-    config = DataConfig(paraphrases=0, chains=0, questions_per_fact=3, translated_per_fact=0)
+    config = DataConfig(paraphrases=0, chains=0, questions_per_fact=2, translated_per_fact=0)
     augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
     rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
     per_fact = {f.text: sum(r.fact == f.text for r in rows) for f in profile_facts(PROFILE)}
-    assert set(per_fact.values()) == {3}
+    assert set(per_fact.values()) == {2}
     top_up_asks = [m[1]["content"] for m in generator.asked if "more questions" in m[1]["content"]]
-    assert len(top_up_asks) == 6 and "What about item" in top_up_asks[-1]
+    assert len(top_up_asks) == 3 and "What about item" in top_up_asks[-1]
 
 
 def test_a_chain_the_generator_did_not_combine_is_joined():

@@ -219,3 +219,37 @@ def test_http_teachers_get_concurrent_requests(example_project, tmp_path, script
     assert report.rows == 8
     assert peak[0] == 4
     assert time.monotonic() - start < 8 * 0.2
+
+
+def test_questions_about_a_fact_get_its_checked_restatement(example_project, tmp_path):
+    from minime.data.respond import RESTATE
+
+    lives = "I live in Gothenburg."
+    joined = "I joined Verdant Loop in March 2022. I lead a team of four engineers."
+    prompts = [
+        PromptRecord.create("Where does Mara live?", "profile", fact=lives),
+        PromptRecord.create("Which city is Mara's home?", "profile", fact=lives),
+        PromptRecord.create("When did Mara start at Verdant Loop?", "profile", fact=joined),
+    ]
+    src = tmp_path / "deduped.jsonl"
+    write_jsonl(src, (p.model_dump() for p in prompts))
+    restate = RESTATE.format(first="Mara")
+    teacher = FakeTeacher(
+        # Tasks run in id order; the restatement of `joined` first drops its year, so it
+        # fails both tries and its question is answered on its own.
+        {
+            restate: ["I live in Gothenburg.", "Mara lives in Gothenburg."],
+            "When did Mara start at Verdant Loop?": ["Mara joined Verdant Loop in March 2022."],
+        },
+        default="Mara leads a team at Verdant Loop.",
+    )
+    dst = tmp_path / "responses.jsonl"
+    report = respond(example_project, src, dst, teacher, DataConfig(judge=False))
+    rows = {row["messages"][0]["content"]: row["messages"][1]["content"] for row in load_jsonl(dst)}
+    restated = {rows["Where does Mara live?"], rows["Which city is Mara's home?"]}
+    assert len(restated) == 1 and report.answered_by_statement == 2
+    assert report.facts_restated == 1
+    assert rows["When did Mara start at Verdant Loop?"] == "Mara joined Verdant Loop in March 2022."
+    # The teacher was shown the fact it restates.
+    shown = [m[0]["content"] for m in teacher.asked if m[-1]["content"] == restate]
+    assert any(f'"{lives}"' in system for system in shown)

@@ -103,12 +103,9 @@ _COMMON = {
 
 #: The person's own voice ("I live in ...", "my team"): the assistant speaks about them.
 _FIRST_PERSON = re.compile(
-    r"\b(?:my|mine|myself|I'm an?|I am an?|I was|I've|I have|I had|I (?:work|worked|live|lived|"
-    r"lead|led|studied|grew|speak|love|like|enjoy|build|built|maintain|play|run|joined|use|"
-    r"write|wrote|gave|mentor|prefer|grow|climb|founded|teach|taught|own|moved)|"
-    r"ich (?:bin|wohne|arbeite|habe|spreche)|meine?[mnrs]?|je suis|j'habite|je travaille|"
-    r"mon|jag (?:är|bor|arbetar|jobbar|har|talar)|soy|vivo en|trabajo (?:en|como)|"
-    r"mi (?:trabajo|equipo|nombre|empresa|casa))\b",
+    r"\b(?:my|mine|myself|me|(?-i:I)(?!'m (?:not|sorry|afraid)| (?:don'?t|do not|can'?t|cannot|"
+    r"can only|only|am not|am sorry|am afraid|have no))|ich|mich|mir|meine?[mnrs]?|"
+    r"je(?! ne)|j'(?:ai|habite|étais)|moi|mon|jag(?! vet inte)|mig|mitt|mina|yo|mis?)\b",
     re.IGNORECASE,
 )
 

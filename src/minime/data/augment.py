@@ -25,11 +25,12 @@ from minime.data.generate import (
 from minime.data.records import PromptRecord, read_records, records_from_results
 from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import write_jsonl
-from minime.language import LANGUAGE_NAMES
+from minime.language import LANGUAGE_NAMES, identify, names_in
 from minime.project import Project
 
-#: Extra asks for facts that got fewer than `questions_per_fact` usable questions.
-TOP_UP_ROUNDS = 4
+#: Extra asks for facts that got fewer than `questions_per_fact` usable questions (one:
+#: `cover` tops up again after dedup and the answer checks, which is what counts).
+TOP_UP_ROUNDS = 1
 
 GENERATOR_SYSTEM = """\
 You write the questions that visitors to {name}'s personal website type into its chat \
@@ -128,10 +129,13 @@ def augment(
         results += topped.values()
     by_id = {r.id: r for r in real}
     results = [_checked_chain(r, by_id) if r["category"] == "chained" else r for r in results]
+    languages, names = {"en", *config.languages, *LANGUAGE_NAMES}, names_in(project.profile)
     records = [
         r
         for r in records_from_results(results)
-        if looks_like_question(r.prompt) and not addresses_visitor_as_person(r.prompt)
+        if looks_like_question(r.prompt)
+        and not addresses_visitor_as_person(r.prompt)
+        and identify(r.prompt, languages, names) in (None, r.language or "en")
     ]
     write_jsonl(dst, (r.model_dump() for r in records))
     return AugmentReport(

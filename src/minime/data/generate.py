@@ -80,7 +80,9 @@ def looks_like_question(text: str) -> bool:
 
 _SECOND_PERSON = re.compile(
     r"\b(?:your|yours|yourself)\b|\b(?:do|did|are|were|have|had|would|will|could) you\b|"
-    r"^you\b|\b(?:du|dich|dein|deine|tu|vous|votre|ton|ta|tú|usted|tienes|eres)\b",
+    r"^you\b|\b(?:du|dich|dein|deine|tu|vous|votre|ton|ta|tú|usted|tienes|eres)\b|"
+    # ... or asks as the person: "What is the best way to reach me?"
+    r"\b(?:reach|contact|hire|e-?mail|call|book|follow) me\b|\babout me\b",
     re.IGNORECASE,
 )
 

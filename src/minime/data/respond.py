@@ -20,6 +20,7 @@ student to refuse answerable questions).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -30,7 +31,7 @@ from minime.backends import ChatBackend, Completion, SamplingParams
 from minime.bank import TEMPLATE_CATEGORIES, first_name, fixed_answer
 from minime.chat import system_prompt
 from minime.config import DataConfig
-from minime.data.records import PromptRecord, read_records
+from minime.data.records import PromptRecord, read_records, record_id
 from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify, names_in
@@ -54,6 +55,8 @@ FACT_HINT = (
     'The profile answers this with: "{fact}". Copy names and numbers exactly as written there.'
 )
 STRICTER = " Use only facts written in the profile and copy names and numbers exactly from it."
+#: The visitor turn of a fact's restatement (the fact itself is in the system prompt).
+RESTATE = "What does {first}'s profile say about this? Tell me in one or two sentences."
 
 JUDGE_SYSTEM = """\
 You check answers written by {name}'s website assistant. The assistant may only state \
@@ -72,6 +75,8 @@ class RespondReport(BaseModel):
     """What happened to the teacher's answers."""
 
     prompts: int
+    facts_restated: int
+    answered_by_statement: int
     accepted_first_try: int
     accepted_after_retry: int
     fixed_answers: int
@@ -109,6 +114,9 @@ def respond(
         seed=config.seed,
     )
     judge = judge if config.judge else None
+    statements = _statements(project, records, teacher, judge, params, dst, config.concurrency)
+    by_statement = [r for r in records if _statement_key(r) in statements]
+    records = [r for r in records if _statement_key(r) not in statements]
     first = _attempt(
         project, records, teacher, judge, params, dst, "answers", False, config.concurrency
     )
@@ -123,6 +131,9 @@ def respond(
         answer = fixed_answer(record.category, record.language, project.name)
         rows.append(_row(record, {"answer": answer, "logprobs": None}, "policy"))
         outcome["policy"] += 1
+    for record in by_statement:
+        rows.append(_row(record, statements[_statement_key(record)], teacher.name))
+        outcome["statement"] += 1
     reasons = Counter(first[r.id][1].split(":")[0] for r in rejected)
     retry_reasons = Counter(second[r.id][1].split(":")[0] for r in rejected if second[r.id][1])
     for record in records:
@@ -136,7 +147,9 @@ def respond(
             outcome["dropped"] += 1
     write_jsonl(dst, rows)
     return RespondReport(
-        prompts=len(records) + len(fixed),
+        prompts=len(records) + len(fixed) + len(by_statement),
+        facts_restated=len(statements),
+        answered_by_statement=outcome["statement"],
         accepted_first_try=outcome["first"],
         accepted_after_retry=outcome["retry"],
         fixed_answers=outcome["policy"],
@@ -145,6 +158,67 @@ def respond(
         retry_rejections=dict(retry_reasons),
         rows=len(rows),
     )
+
+
+def _statement_key(record: PromptRecord) -> tuple[str, str | None] | None:
+    """The (fact, language) whose restatement answers `record`, for a question about a fact."""
+    if record.fact and record.category in ("question", "multilingual"):
+        return record.fact, record.language
+    return None
+
+
+def _statements(
+    project: Project,
+    records: list[PromptRecord],
+    teacher: ChatBackend,
+    judge: ChatBackend | None,
+    params: SamplingParams,
+    dst: Path,
+    concurrency: int,
+) -> dict[tuple[str, str | None], dict]:
+    """The teacher's checked restatement of each fact asked about, per language asked in.
+
+    Every question written about one fact gets that fact's restatement as its answer: the
+    same facts in the same words across many phrasings is what a small student can learn
+    (fact-based beats token-based data), a 1.5B teacher answering each phrasing on its own
+    contradicted the profile ("No, he did not work in France"), and it costs one teacher
+    call per fact instead of one per question. A restatement must keep every number of its
+    fact; a fact whose restatement fails twice has its questions answered one by one.
+    """
+    first = first_name(project.name)
+    pseudo = {}
+    for record in records:
+        key = _statement_key(record)
+        if key and key not in pseudo:
+            fact, language = key
+            pseudo[key] = PromptRecord(
+                id=record_id(f"statement {language or 'en'}", fact),
+                prompt=RESTATE.format(first=first),
+                category="multilingual" if language else "question",
+                source="profile",
+                fact=fact,
+                language=language,
+            )
+    chosen: dict[tuple[str, str | None], dict] = {}
+    todo = list(pseudo.items())
+    for name, retry, sampling in (
+        ("statements", False, params),
+        ("statement-retries", True, params.model_copy(update={"temperature": 0.7})),
+    ):
+        results = _attempt(
+            project, [r for _, r in todo], teacher, judge, sampling, dst, name, retry, concurrency
+        )
+        for key, record in todo:
+            answer, reason = results[record.id]
+            if not reason and _keeps_numbers(key[0], answer["answer"]):
+                chosen[key] = answer
+        todo = [(key, record) for key, record in todo if key not in chosen]
+    return chosen
+
+
+def _keeps_numbers(fact: str, answer: str) -> bool:
+    """Whether every number of `fact` is in `answer` (a restatement drops none)."""
+    return all(number in answer for number in re.findall(r"\d+(?:[.,:]\d+)*", fact))
 
 
 def _attempt(
