@@ -97,7 +97,9 @@ def test_deploy_writes_the_image_and_cloud_run_files(tmp_path, fake_gguf):
     dockerfile = (out / "Dockerfile").read_text()
     assert dockerfile.startswith("# Written by `minime deploy`")
     assert 'ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"' in dockerfile
-    assert "FROM python:3.11-slim" in dockerfile
+    assert "ARG BASE_IMAGE=python:3.11-slim" in dockerfile
+    assert dockerfile.count("FROM ${BASE_IMAGE}") == 2
+    assert "--find-links /wheels" in dockerfile
     assert "useradd" in dockerfile
     assert dockerfile.index("USER minime") < dockerfile.index("CMD ")
     assert "COPY model/" not in dockerfile  # the GGUF comes with project/

@@ -2,9 +2,14 @@
 
 Writes `out/deploy/`, a Docker build context:
 
-- `Dockerfile`: python slim; llama-cpp-python built with `-DGGML_NATIVE=OFF` in a build
-  stage (a native build uses the build machine's CPU features, which the machine that
-  runs the image may lack); a non-root user; `CMD` runs `minime serve` on `$PORT`;
+- `Dockerfile`: its base image a build argument (`BASE_IMAGE`, default python:3.11-slim;
+  any Debian with Python 3.11 and its venv module, such as a local debootstrap image);
+  llama-cpp-python built with `-DGGML_NATIVE=OFF` in a build stage (a native build uses
+  the build machine's CPU features, which the machine that runs the image may lack)
+  unless `wheels/` holds it; a venv in /opt/venv; a non-root user; `CMD` runs
+  `minime serve` on `$PORT`;
+- `wheels/`: the llama-cpp-python wheel that `scripts/setup.sh` built with those flags,
+  when its cache has one (hard linked), so that the image build compiles nothing;
 - `requirements.txt`: the serving dependencies, pinned to the versions installed here
   (no torch or transformers: serving needs none);
 - `minime/`: this minime package, on the image's PYTHONPATH;
@@ -16,6 +21,7 @@ Writes `out/deploy/`, a Docker build context:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -36,6 +42,8 @@ from minime.registry import resolve
 from minime.serve.model import EXPORT_MANIFEST, exported_gguf
 
 PORT = 8080
+LLAMA_CMAKE_ARGS = "-DGGML_NATIVE=OFF"
+"""The image's llama.cpp build flags (portable); a cached wheel is reused only if built so."""
 SERVING_PACKAGES = (
     "llama-cpp-python",
     "starlette",
@@ -90,6 +98,7 @@ def deploy(project: Project, *, quant: str | None = None) -> DeployReport:
         (out / "project" / EXPORT_MANIFEST).unlink(missing_ok=True)
         args = ["--model", model.as_posix(), "--profile", *args]  # the profile in its prompt
     _place_model(source, out, model)
+    _place_wheels(out / "wheels")
     _copy_project_files(project, out / "project")
     _copy_package(out / "minime")
     command = ["python", "-m", "minime", "serve", "project", *args]
@@ -188,6 +197,45 @@ def _place_model(source: Path, out: Path, model: Path) -> None:
     os.replace(tmp, dst)
 
 
+def wheel_cache() -> Path:
+    """Where `scripts/setup.sh` keeps the llama-cpp-python wheels it built, by flags."""
+    home = Path(os.environ.get("MINIME_HOME") or Path.home() / ".cache" / "minime")
+    return Path(os.environ.get("MINIME_WHEEL_CACHE") or home / "wheels")
+
+
+def cached_llama_wheel() -> Path | None:
+    """The cached llama-cpp-python wheel that matches the image: the version pinned in
+    requirements.txt, built with LLAMA_CMAKE_ARGS (setup.sh keys its cache folder by a
+    hash of both), for any Python 3 (or 3.11) on x86-64 Linux, as Cloud Run runs."""
+    version = importlib.metadata.version("llama-cpp-python")
+    key = hashlib.sha256(f"{version} {LLAMA_CMAKE_ARGS}".encode()).hexdigest()[:12]
+    folder = wheel_cache() / f"llama-cpp-python-{key}"
+    for wheel in sorted(folder.glob(f"llama_cpp_python-{version}-*.whl")):
+        python, abi, platform = wheel.stem.split("-")[-3:]
+        if (
+            python in ("py3", "cp311")
+            and abi in ("none", "abi3", "cp311")
+            and (platform.endswith("x86_64") and "linux" in platform)
+        ):
+            return wheel
+    return None
+
+
+def _place_wheels(dst: Path) -> None:
+    """Link the cached llama-cpp-python wheel into `dst` (which the Dockerfile copies;
+    left empty without one, and the image then compiles it)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    wheel = cached_llama_wheel()
+    for old in dst.glob("llama_cpp_python-*.whl"):
+        if wheel is None or old.name != wheel.name:
+            old.unlink()
+    if wheel is not None and not (dst / wheel.name).exists():
+        try:
+            os.link(wheel, dst / wheel.name)
+        except OSError:
+            shutil.copyfile(wheel, dst / wheel.name)
+
+
 def _copy_project_files(project: Project, dst: Path) -> None:
     """The config and profile, which `minime serve project` reads."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -229,25 +277,40 @@ def _dockerfile(command: list[str], *, with_model: bool) -> str:
     model = "COPY model/ /app/model/\n" if with_model else ""
     return f"""\
 # Written by `minime deploy`. Build from this folder: docker build -t IMAGE .
-FROM python:3.11-slim AS build
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake \\
-    && rm -rf /var/lib/apt/lists/*
+# BASE_IMAGE: any Debian-like image with Python 3.11 and its venv module, e.g. one made
+# locally with debootstrap when Docker Hub cannot be reached.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${{BASE_IMAGE}} AS build
 # Portable llama.cpp: a native build would use this machine's CPU features, which the
 # machine that runs the image may lack (it crashes on the first token).
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
-COPY requirements.txt .
-RUN pip wheel --no-cache-dir --wheel-dir /wheels -r requirements.txt
+ENV CMAKE_ARGS="{LLAMA_CMAKE_ARGS}"
+# PIP_OPTIONS: e.g. --no-index for an offline build, when wheels/ holds every package.
+ARG PIP_OPTIONS=""
+COPY requirements.txt /tmp/requirements.txt
+COPY wheels/ /wheels/
+RUN python3 -m venv /opt/venv
+# wheels/ holds llama-cpp-python already built with these flags when `minime deploy`
+# found one in its cache: then nothing is compiled here.
+RUN if ! ls /wheels/llama_cpp_python-*.whl >/dev/null 2>&1; then \\
+        apt-get update && apt-get install -y --no-install-recommends build-essential cmake \\
+        && /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels \\
+            "$(grep '^llama-cpp-python==' /tmp/requirements.txt)"; \\
+    fi \\
+    && /opt/venv/bin/pip install --no-cache-dir $PIP_OPTIONS --find-links /wheels \\
+        -r /tmp/requirements.txt
 
-FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \\
-    && rm -rf /var/lib/apt/lists/* \\
+FROM ${{BASE_IMAGE}}
+# llama.cpp needs OpenMP's runtime (python:3.11-slim lacks it; a local base may have it).
+RUN if ! ldconfig -p | grep -q libgomp.so.1; then \\
+        apt-get update && apt-get install -y --no-install-recommends libgomp1 \\
+        && rm -rf /var/lib/apt/lists/*; \\
+    fi \\
     && useradd --create-home --uid 10001 minime
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
+COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY minime/ /app/minime/
 {model}COPY --chown=minime:minime project/ /app/project/
-ENV PYTHONPATH=/app PYTHONUNBUFFERED=1 PORT={PORT}
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PORT={PORT}
 USER minime
 EXPOSE {PORT}
 CMD {cmd}
