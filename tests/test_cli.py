@@ -114,7 +114,7 @@ def test_chat_profile_puts_the_profile_in_the_prompt(project_dir, fake_backend, 
 def test_chat_without_an_export_falls_back_with_a_warning(project_dir, fake_backend):
     result = run("chat", project_dir, "Hi?")
     assert result.exit_code == 0, result.output
-    assert "warning:" in result.output and "no trained student yet" in result.output
+    assert "warning:" in result.output and "no exported student yet" in result.output
     assert "qwen2.5-coder-1.5b-instruct with the profile" in result.output
     assert fake_backend.sent[0][0]["role"] == "system"
 
@@ -522,3 +522,19 @@ def test_chat_with_a_real_exported_student_and_gguf_path(project_dir):
         assert result.output.count("A:") == 1
         first = result.output.splitlines()[0]
         assert ("distilled student" if not extra else "as it is") in first
+
+
+def test_a_trained_student_without_an_export_is_pointed_to(project_dir, fake_backend):
+    model = project_dir / "out" / "distill" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    output = run("chat", project_dir, "Hi?").output.replace("\n", " ")
+    assert "a trained student is in" in output and "minime export" in output
+
+
+def test_build_json_for_scripts(project_dir):
+    result = run("build", project_dir, "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.output)
+    assert [p["stage"] for p in planned] == ["data", "distill", "export", "eval"]
+    assert planned[0] == {"stage": "data", "ran": True, "seconds": 0.0, "why": "first run"}

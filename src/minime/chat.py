@@ -108,13 +108,20 @@ def choose_model(
     if quant is not None:
         raise InputError(f"{manifest}: no export to pick quant {quant} from (run `minime export`)")
     spec = project.config.models.chat
+    trained = project.root / "out" / "distill" / "model"
+    if (trained / "config.json").is_file():
+        hint = (
+            f"a trained student is in {trained}: `minime export {project.root}` exports it, "
+            f"or `--model {trained}` talks to it as it is"
+        )
+    else:
+        hint = f"`minime build {project.root}` trains one"
     return ModelChoice(
         spec,
         "profile-prompted",
         [
-            f"{project.root / 'out' / 'export'}: no trained student yet (`minime build "
-            f"{project.root}` trains one); answering with models.chat, {spec}, with the "
-            "profile in its prompt"
+            f"{project.root / 'out' / 'export'}: no exported student yet ({hint}); answering "
+            f"with models.chat, {spec}, with the profile in its prompt"
         ],
     )
 

@@ -696,10 +696,15 @@ def build(
     student: Annotated[
         str | None, typer.Option(help="Override models.student.", show_default=False)
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what each stage did as JSON, for scripts.")
+    ] = False,
 ) -> None:
     """Run data, distill, export and eval in order, skipping stages whose inputs have not
     changed since their last complete run; then write out/report.html and print the
     evaluation's summary."""
+    import json
+
     from minime.build import build as run_build
     from minime.build import plan, record_stage, select_stages
     from minime.eval import EvalReport
@@ -718,8 +723,12 @@ def build(
         return
     stages = select_stages(start and start.value, stop and stop.value)
     if dry_run:
+        planned = plan(project, stages, force=force)
+        if as_json:
+            print(json.dumps([o.model_dump() for o in planned], indent=2))
+            return
         table = _table("stage", "would", "why", title=f"build plan: {project.name}")
-        for outcome in plan(project, stages, force=force):
+        for outcome in planned:
             table.add_row(outcome.stage, "run" if outcome.ran else "skip", outcome.why)
         console.print(table)
         problem = project.template_problem()
@@ -734,6 +743,10 @@ def build(
         shown = ", ".join(f"{s.key}={show(s.value)}" for s in settings(project) if s.changed)
         _say(f"settings changed from the defaults: {shown}")
     outcomes = run_build(project, stages, force=force, say=_say)
+    if as_json:
+        page = _write_project_report(project)
+        print(json.dumps({"stages": [o.model_dump() for o in outcomes], "report": str(page)}))
+        return
     table = _table("stage", "", "seconds", title=f"minime build: {project.name}")
     for outcome in outcomes:
         table.add_row(
