@@ -538,3 +538,11 @@ def test_build_json_for_scripts(project_dir):
     planned = json.loads(result.output)
     assert [p["stage"] for p in planned] == ["data", "distill", "export", "eval"]
     assert planned[0] == {"stage": "data", "ran": True, "seconds": 0.0, "why": "first run"}
+
+
+def test_an_unreachable_teacher_fails_data_at_once_with_its_line(project_dir):
+    (project_dir / "minime.yaml").write_text("models:\n  teacher: openai:m@http://127.0.0.1:9/v1\n")
+    result = run("data", "respond", project_dir)
+    assert result.exit_code == 1
+    output = result.output.replace("\n", "")
+    assert "minime.yaml:2: models.teacher: openai:m@http://127.0.0.1:9/v1: cannot connect" in output

@@ -109,15 +109,17 @@ class Project:
         """Resolve the model spec of each role before any work starts, so that a typo is
         found in seconds, not after an hour-long stage.
 
-        :raises ConfigError: for the first spec that resolves to nothing, as
-            `minime.yaml:LINE: models.ROLE: SPEC: why` (with "did you mean" for a near miss).
+        :raises ConfigError: for the first spec that resolves to nothing, or an `openai:`
+            server that does not accept a connection, as `minime.yaml:LINE: models.ROLE:
+            SPEC: why` (with "did you mean" for a near miss).
         """
-        from minime.registry import resolve
+        from minime.registry import check_reachable, resolve
 
         resolved = {}
         for key, spec in self.model_specs(roles).items():
             try:
                 resolved[key] = resolve(spec)
+                check_reachable(resolved[key])
             except MinimeError as exc:
                 raise ConfigError(f"{self.where(key)}: {exc}") from None
         return resolved
