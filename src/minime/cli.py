@@ -611,7 +611,10 @@ def eval_(
     if judge is None:
         project.resolve_models(roles)
     else:
+        from minime.registry import check_reachable, resolve
+
         project.resolve_models(roles[:-1])
+        check_reachable(resolve(judge))
     if candidates:
         students = None if candidates == "default" else [c.strip() for c in candidates.split(",")]
         report = compare_candidates(project, students, judge=judge)
