@@ -8,8 +8,10 @@ Prints:
   the warm server (through HTTP and SSE) and to bare `create_chat_completion(stream=True)`
   on the same GGUF, threads and questions, taking turns request by request so that load
   from elsewhere on the machine falls on both alike; and the ratios;
-- a load run: 8 then 32 concurrent streamed requests, how many completed with a finish
-  reason and how many were refused with 429.
+- a load run at the default settings (rate limit off): 8 then 32 concurrent streamed
+  requests, every third a 1,990-character question, each counted as answered whole,
+  200 but incomplete (cut by the time limit, an in-stream error, or empty), or refused
+  before its 200 (429 or 503, with Retry-After).
 
     .venv/bin/python bench/serve_speed.py [--model smollm2-135m-instruct|FILE.gguf|PROJECT]
         [--threads 1] [--requests 20] [--max-tokens 64]
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -29,6 +32,8 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+
+from minime.config import ServeConfig
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -106,32 +111,54 @@ def run_server(target: str, path: Path, args: argparse.Namespace) -> dict:
                 served.append(_stream_http(client, url, question, args.max_tokens))
                 bare.append(_bare_answer(llm, question, args.max_tokens))
             llm.close()
-        load = {n: asyncio.run(_burst(url, n, args.max_tokens)) for n in (8, 32)}
+        # The server's own max_tokens (its default, 256): the load run's answers are whole.
+        load = {n: asyncio.run(_burst(url, n, ServeConfig().max_tokens)) for n in (8, 32)}
     finally:
         server.terminate()
         server.wait(timeout=60)
     return {"listening": listening, "cold": cold, "served": served, "bare": bare, "load": load}
 
 
-async def _burst(url: str, n: int, max_tokens: int) -> dict:
-    body = {"messages": [{"role": "user", "content": QUESTIONS[1]}], "stream": True}
-    body["max_tokens"] = max_tokens
+def _long_question(rng: random.Random) -> str:
+    """1,990 characters of visitor noise (about 1,600 SmolLM2 tokens, 14 s of prompt on
+    one thread): the kind of question that used to get a 200 and no answer."""
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 .,;!?") for _ in range(1990))
 
-    async def one(client: httpx.AsyncClient) -> tuple[int, bool]:
+
+async def _burst(url: str, n: int, max_tokens: int) -> dict:
+    """n concurrent streams, every third a long question, at the server's max_tokens."""
+    rng = random.Random(n)
+
+    async def one(client: httpx.AsyncClient, question: str) -> str:
+        body = {
+            "messages": [{"role": "user", "content": question}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
             text = (await response.aread()).decode()
-            finished = '"finish_reason": "stop"' in text or '"finish_reason": "length"' in text
-            return response.status_code, finished and text.endswith("data: [DONE]\n\n")
+            if response.status_code != 200:
+                retry = response.headers.get("retry-after", "")
+                return f"{response.status_code}" + (" retry-after" if retry.isdigit() else "")
+            events = [json.loads(line[6:]) for line in text.splitlines() if line[6:7] == "{"]
+            content = "".join(
+                e["choices"][0]["delta"].get("content", "") for e in events if e.get("choices")
+            )
+            reasons = [e["choices"][0]["finish_reason"] for e in events if e.get("choices")]
+            usage = next((e["usage"] for e in events if e.get("usage")), {})
+            whole = reasons[-1] == "stop" or (
+                reasons[-1] == "length" and usage.get("completion_tokens") == max_tokens
+            )
+            if any("error" in e for e in events) or not content.strip() or not whole:
+                return "200 incomplete"
+            return "200 whole"
 
+    questions = [_long_question(rng) if i % 3 == 1 else QUESTIONS[i % 5] for i in range(n)]
     start = time.perf_counter()
     async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=n)) as client:
-        results = await asyncio.gather(*(one(client) for _ in range(n)))
-    return {
-        "completed": sum(status == 200 and done for status, done in results),
-        "refused": sum(status == 429 for status, _ in results),
-        "other": sum(status not in (200, 429) for status, _ in results),
-        "seconds": time.perf_counter() - start,
-    }
+        results = await asyncio.gather(*(one(client, q) for q in questions))
+    counts = {outcome: results.count(outcome) for outcome in sorted(set(results))}
+    return {"counts": counts, "seconds": time.perf_counter() - start}
 
 
 def bare_cold_start(path: Path, threads: int) -> float:
@@ -238,11 +265,9 @@ def main() -> None:
         "(model loaded); cold start counts from process start to the first token for both"
     )
     for n, load in result["load"].items():
-        print(
-            f"load, {n} concurrent streams: {load['completed']} completed with a finish "
-            f"reason, {load['refused']} refused with 429, {load['other']} other, "
-            f"{load['seconds']:.1f} s"
-        )
+        outcomes = ", ".join(f"{count} {outcome}" for outcome, count in load["counts"].items())
+        print(f"load, {n} concurrent streams (every third a long question): {outcomes}, "
+              f"{load['seconds']:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -318,7 +318,8 @@ def measure_speed(backend: ChatBackend) -> Speed:
         if delta.usage and first is not None:
             prompt_s = first - start
             new = delta.usage.prompt_tokens - delta.usage.cached_tokens
-            speed.prompt = new / prompt_s if new and prompt_s > 0 else speed.prompt
+            if new >= 16 and prompt_s > 0:  # not when the prompt was already cached
+                speed.prompt = new / prompt_s
             if tokens >= 4 and last > first:
                 speed.decode = (tokens - 1) / (last - first)
     return speed

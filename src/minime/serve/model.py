@@ -76,7 +76,8 @@ def open_served_model(
     model: str | None = None,
     quant: str | None = None,
 ) -> ServedModel:
-    """Load what `minime serve TARGET` answers with.
+    """Load what `minime serve TARGET` answers with, and time one short generation on a
+    local model (its speed, for admission; it also pages the weights in).
 
     :param target: a `.gguf` file, or a project folder: its exported default GGUF when
         `out/export/export.json` exists, else its profile-prompted assistant.
