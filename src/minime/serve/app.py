@@ -192,7 +192,7 @@ def create_app(
             try:
                 await job.wait_turn()
             except Exception as exc:
-                answer.finish_reason = "error"
+                answer.finish_reason = "disconnected" if job.cancel.is_set() else "error"
                 finish()
                 raise _generation_error(exc) from None
             events = _sse(served.id, job, answer, chat.include_usage, finish)
