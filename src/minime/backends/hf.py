@@ -73,8 +73,7 @@ class HFBackend(ChatBackend):
                 conversation, add_generation_prompt=True, tokenize=False
             )
 
-        added = sorted(tokenizer.added_tokens_encoder, key=len, reverse=True)
-        pattern = re.compile("|".join(map(re.escape, added))) if added else None
+        pattern = self._marker_pattern()
         pieces: list[tuple[str, bool]] = []
         for text, is_message in prompt_parts(render, messages):
             if is_message or pattern is None:
@@ -89,6 +88,14 @@ class HFBackend(ChatBackend):
                 encoded = tokenizer(text, add_special_tokens=False, split_special_tokens=True)
                 ids.extend(encoded["input_ids"])
         return ids
+
+    def _marker_pattern(self) -> re.Pattern[str] | None:
+        """The tokenizer's added tokens (which it parses out of any text), longest first,
+        as one pattern; built once (Gemma's tokenizer has thousands)."""
+        if not hasattr(self, "_markers"):
+            added = sorted(self._tokenizer.added_tokens_encoder, key=len, reverse=True)
+            self._markers = re.compile("|".join(map(re.escape, added))) if added else None
+        return self._markers
 
     def stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
         """Generate an answer token by token (see ChatBackend.stream)."""
