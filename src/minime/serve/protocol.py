@@ -55,7 +55,7 @@ class GuardedH11Protocol(H11Protocol):
     Subclass it with other class attributes to change the limits (`guarded_protocol`).
     """
 
-    max_connections = 64
+    max_connections = 256
     head_timeout = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

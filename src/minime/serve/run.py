@@ -17,8 +17,9 @@ from minime.data.collect import REQUEST_LOG
 from minime.errors import ConfigError
 from minime.project import Project
 
-MAX_CONNECTIONS = 64
-"""Open connections at most (a slow client holds one for up to HEAD_TIMEOUT seconds)."""
+MAX_CONNECTIONS = 256
+"""Open connections at most, well under the usual 1,024 file descriptors (a slow client
+holds one for up to HEAD_TIMEOUT seconds)."""
 HEAD_TIMEOUT = 10.0
 """Seconds a connection may take to send a whole request head (slowloris)."""
 
