@@ -77,9 +77,10 @@ def test_forwarded_for_cannot_dodge_the_rate_limit(tmp_path):
             ).status_code
             for i in range(20)
         ]
-    assert codes.count(200) == 10 and codes.count(429) == 10
+    # A burst of 10, then about one more per 2 s refilled while the 20 go out.
+    assert 10 <= codes.count(200) <= 12 and codes.count(429) == 20 - codes.count(200)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(lines) == 10 and len({line["client"] for line in lines}) == 1
+    assert len(lines) == codes.count(200) and len({line["client"] for line in lines}) == 1
 
 
 def test_only_requests_that_can_finish_in_time_are_admitted():
