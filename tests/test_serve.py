@@ -421,3 +421,26 @@ def test_request_log_lines_stay_whole_under_concurrent_writes(tmp_path):
     assert RequestLog(path, salt="s").client_hash("10.0.0.1") != RequestLog(
         path, salt="t"
     ).client_hash("10.0.0.1")
+
+
+def test_admission_counts_the_work_ahead_against_the_time_left():
+    import asyncio
+
+    from minime.serve.engine import Engine, NotInTime
+
+    async def run():
+        # 10 tokens/s: a 16-token answer is 1.6 s, with margin 1.25 x 1.6 + 1 = 3 s.
+        engine = Engine(ScriptedBackend(delay=0.1), queue_size=8, speed=Speed(1e6, 10, 0))
+        params = served(ScriptedBackend()).params.model_copy(update={"max_tokens": 16})
+        ask = [{"role": "user", "content": "hi"}]
+        jobs = [engine.submit(ask, params, 5.5) for _ in range(2)]  # 3.0 s, then 5.0 s
+        with pytest.raises(NotInTime) as refused:
+            engine.submit(ask, params, 5.5)  # 7.0 s of work: past its 5.5 s
+        roomy = engine.submit(ask, params, 8.0)  # the same, with 8 s: admitted
+        for job in [*jobs, roomy]:
+            job.abandon()
+        await asyncio.sleep(0.05)
+        engine.close()
+        return refused.value.retry_after
+
+    assert asyncio.run(run()) == 2  # 7 s needed - 5.5 s left, rounded up

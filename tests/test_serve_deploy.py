@@ -279,3 +279,26 @@ def test_the_container_command_serves_outside_docker(tmp_path):
     # A graceful stop exits 0 (uvicorn alone re-raises SIGTERM: 143).
     assert "Finished server process" in log
     assert code == 0, log
+
+
+def test_deploy_links_the_cached_llama_wheel_that_matches(tmp_path, fake_gguf, monkeypatch):
+    import hashlib
+    import importlib.metadata
+
+    version = importlib.metadata.version("llama-cpp-python")
+    key = hashlib.sha256(f"{version} -DGGML_NATIVE=OFF".encode()).hexdigest()[:12]
+    cache = tmp_path / "wheels"
+    folder = cache / f"llama-cpp-python-{key}"
+    folder.mkdir(parents=True)
+    other = cache / "llama-cpp-python-000000000000"  # built with other flags
+    other.mkdir()
+    (other / f"llama_cpp_python-{version}-py3-none-linux_x86_64.whl").write_bytes(b"x")
+    monkeypatch.setenv("MINIME_WHEEL_CACHE", str(cache))
+    root = make_project(tmp_path / "mara", fake_gguf)
+    (folder / f"llama_cpp_python-{version}-py3-none-macosx_11_0_arm64.whl").write_bytes(b"m")
+    assert list(deploy(Project.open(root)).folder.glob("wheels/*")) == []  # no match: compile
+    wheel = folder / f"llama_cpp_python-{version}-py3-none-linux_x86_64.whl"
+    wheel.write_bytes(b"w")
+    wheels = list(deploy(Project.open(root)).folder.glob("wheels/*"))
+    assert [path.name for path in wheels] == [wheel.name]
+    assert os.path.samefile(wheels[0], wheel)  # linked, not copied
