@@ -107,7 +107,10 @@ class DockerEngine:
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
                 self.daemon.wait()
-        subprocess.run(["umount", "-R", "-l", str(self.root)], capture_output=True)
+        # dockerd leaves mounts under its roots (the default network namespace, overlays).
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in mounts if m.startswith(f"{self.root}/")), reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
