@@ -233,7 +233,7 @@ def test_questions_about_a_fact_get_its_checked_restatement(example_project, tmp
     ]
     src = tmp_path / "deduped.jsonl"
     write_jsonl(src, (p.model_dump() for p in prompts))
-    restate = RESTATE.format(first="Mara")
+    restate = RESTATE["en"].format(first="Mara")
     teacher = FakeTeacher(
         # Tasks run in id order; the restatement of `joined` first drops its year, so it
         # fails both tries and its question is answered on its own.

@@ -153,9 +153,9 @@ class DistillConfig(_Section):
     patience: int = Field(
         2,
         ge=1,
-        description="Evaluations without a better validation fact recall (validation loss "
-        "when no validation question is about a fact) before stopping; the checkpoint with "
-        "the lowest validation loss is kept.",
+        description="Evaluations without a better validation score (fact questions answered "
+        "and must-decline prompts declined; validation loss when there are none) before "
+        "stopping; the checkpoint with the best score is kept.",
     )
     eval_per_epoch: int = Field(1, ge=1, le=20, description="Evaluations per epoch.")
     max_length: int = Field(512, ge=32, description="Longest training row, in tokens.")
@@ -204,7 +204,8 @@ class EvalConfig(_Section):
 
     questions: str = Field(
         "questions.jsonl",
-        description="The persona's own questions with expected answers (JSONL, see the README).",
+        description="The persona's own questions with expected answers (JSONL, see "
+        "docs/formats.md).",
     )
     generated_facts: int = Field(
         20,

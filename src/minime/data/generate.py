@@ -15,6 +15,12 @@ _PRIVATE_MARK = re.compile(
     r"boundaries|no[- ]go|please don'?t ask",
     re.IGNORECASE,
 )
+#: A sentence about the page or its assistant, not about the person.
+_META = re.compile(
+    r"[^.!?]*\b(?:this (?:page|site|website)|(?:web)?site'?s? assistant|this assistant)\b"
+    r"[^.!?]*[.!?]?",
+    re.IGNORECASE,
+)
 #: An opening sentence that says the section lists what the person keeps to themselves.
 _PRIVATE_OPENING = re.compile(
     r"please don'?t ask|(?:won'?t|will not|don'?t|do not|never) (?:discuss|share|talk about) "
@@ -111,7 +117,9 @@ def profile_facts(profile: str) -> list[Fact]:
     for section, body in _sections(profile):
         if _is_private(section, body):
             continue
-        for block in _blocks(body):
+        for block in (_META.sub("", b).strip() for b in _blocks(body)):
+            if not block:
+                continue
             if block.startswith(("- ", "* ", "+ ")):
                 facts.append(Fact(section, block[2:].strip()))
             else:

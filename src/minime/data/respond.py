@@ -55,8 +55,16 @@ FACT_HINT = (
     'The profile answers this with: "{fact}". Copy names and numbers exactly as written there.'
 )
 STRICTER = " Use only facts written in the profile and copy names and numbers exactly from it."
-#: The visitor turn of a fact's restatement (the fact itself is in the system prompt).
-RESTATE = "What does {first}'s profile say about this? Tell me in one or two sentences."
+#: The visitor turn of a fact's restatement, per language (the fact is in the system
+#: prompt). Asked in English, a 1.5B teacher answers in English whatever it is told, and
+#: asked what "the profile says" it answers "Javier's profile states that ...".
+RESTATE = {
+    "en": "Tell me this about {first} in one or two sentences.",
+    "sv": "Berätta det här om {first} med en eller två meningar.",
+    "de": "Erzähl mir das über {first} in ein oder zwei Sätzen.",
+    "es": "Cuéntame esto sobre {first} en una o dos frases.",
+    "fr": "Dis-moi cela sur {first} en une ou deux phrases.",
+}
 
 JUDGE_SYSTEM = """\
 You check answers written by {name}'s website assistant. The assistant may only state \
@@ -193,7 +201,7 @@ def _statements(
             fact, language = key
             pseudo[key] = PromptRecord(
                 id=record_id(f"statement {language or 'en'}", fact),
-                prompt=RESTATE.format(first=first),
+                prompt=RESTATE.get(language or "en", RESTATE["en"]).format(first=first),
                 category="multilingual" if language else "question",
                 source="profile",
                 fact=fact,

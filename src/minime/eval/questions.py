@@ -177,7 +177,7 @@ def question_set(
     questions = persona + generated
     if not questions:
         raise InputError(
-            f"{path}: no questions: write some (format in the README) or set "
+            f"{path}: no questions: write some (format in docs/formats.md) or set "
             "eval.generated_facts above 0"
         )
     write_jsonl(out / "questions.jsonl", (q.model_dump() for q in questions))
