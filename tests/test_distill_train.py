@@ -317,11 +317,11 @@ def test_time_budget_shortens_the_schedule_then_stops(monkeypatch):
     assert control.should_training_stop and control.should_save and control.should_evaluate
 
 
-def test_recall_patience_stops_after_evaluations_without_a_better_recall():
+def test_patience_stops_after_evaluations_without_a_better_score():
     patience = trainer_module.RecallPatience(2)
     stopped = []
-    for recall in (0.4, 0.6, 0.5, 0.6, 0.55):
-        control = patience.on_evaluate(None, None, TrainerControl(), {"eval_fact_recall": recall})
+    for score in (0.4, 0.6, 0.5, 0.6, 0.55):
+        control = patience.on_evaluate(None, None, TrainerControl(), {"eval_score": score})
         stopped.append(control.should_training_stop)
     assert stopped == [False, False, False, True, True]
     control = patience.on_evaluate(None, None, TrainerControl(), {"eval_loss": 1.0})
