@@ -8,6 +8,7 @@ import yaml
 
 from minime.eval import evaluate, parse_contender
 from minime.eval.contenders import baseline
+from minime.eval.questions import CATEGORIES
 from minime.project import Project
 
 from conftest import EXAMPLE, bundled_model_path
@@ -54,7 +55,7 @@ def test_profile_prompted_and_plain_model_side_by_side(small_persona):
     contenders = [baseline(project), parse_contender("smollm2-135m-instruct", project)]
     report = evaluate(project, contenders)
 
-    assert report.persona_questions == 7
+    assert report.persona_questions == len(CATEGORIES)  # one per category
     # smollm2 writes the new questions; some may be rejected, but it was asked.
     assert report.generated_questions + len(report.rejected_questions) > 0
     assert report.questions == report.persona_questions + report.generated_questions
