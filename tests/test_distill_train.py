@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl
 
 from minime.distill import distill
+from minime.distill import train as train_module
 from minime.distill import trainer as trainer_module
 from minime.distill.data import IGNORE, collate, encode_row, end_of_turn_text, read_rows
 from minime.distill.trainer import PACE_STEPS, TimeBudget, cosine_factor
@@ -346,3 +347,24 @@ def test_a_second_method_trains_into_its_own_folder(tmp_path, tiny_student):
     assert report.method == "sft" and report.mode == "sft"
     assert (project.root / "out" / "distill-sft" / "model" / "minime.json").exists()
     assert not (project.root / "out" / "distill" / "model").exists()
+
+
+def test_the_persona_figure_reads_the_configured_questions_file(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere" / "persona-questions.jsonl"
+    elsewhere.parent.mkdir()
+    write_jsonl(
+        elsewhere,
+        [
+            {"id": "job", "category": "fact", "question": "Where?", "must_contain": ["verdant"]},
+            {"id": "cat", "category": "fact", "question": "Pets?", "must_contain": ["cat"]},
+        ],
+    )
+    root = tmp_path / "persona"
+    root.mkdir()
+    (root / "profile.md").write_text("# Mara\n\n- Mara works at Verdant Loop.\n")
+    (root / "minime.yaml").write_text(f"name: Mara\neval:\n  questions: '{elsewhere}'\n")
+    answers = ["Mara works at Verdant Loop.", "No pets."]
+    monkeypatch.setattr(train_module, "generate_answers", lambda *args: answers)
+    accuracy, failures = train_module._persona_accuracy(Project.open(root), None, None, [])
+    assert accuracy == 0.5
+    assert failures == [{"question": "Pets?", "answer": "No pets."}]

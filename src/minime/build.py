@@ -272,7 +272,7 @@ def stage_inputs(project: Project, stage: str) -> dict[str, Any]:
             "upstream": stage_outputs(project, "distill"),
         }
     if stage == "eval":
-        questions = project.root / config.eval.questions
+        questions = project.questions_path
         students = {
             _relative(project, f): _file_sha(f)
             for pattern in ("out/distill*/model/*", "out/export*/*.gguf", "out/export*/export.json")

@@ -66,6 +66,11 @@ class Project:
         return [self.root / name for name in PROMPT_FILE_NAMES if (self.root / name).is_file()]
 
     @property
+    def questions_path(self) -> Path:
+        """The persona's own evaluation questions (`eval.questions`, which may not exist)."""
+        return self.root / self.config.eval.questions
+
+    @property
     def config_path(self) -> Path:
         """The project's `minime.yaml` (which may not exist: defaults)."""
         return self.root / CONFIG_FILE

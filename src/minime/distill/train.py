@@ -409,7 +409,7 @@ def _evaluate_and_report(
     best_step,
 ) -> DistillReport:
     """Per-fact recall on training and validation questions, and the persona's own held-out
-    questions (`questions.jsonl`, category "fact"), with the trained model."""
+    questions (`eval.questions`, category "fact"), with the trained model."""
     train_probe = _sample_per_fact(_recall_probe(train_rows, project.name))
     val_probe = [(row, keys) for row, keys in probe if keys is not None]
     per_fact: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"train": [], "val": []})
@@ -468,7 +468,7 @@ def _persona_accuracy(project: Project, model, tokenizer, end_ids) -> tuple[floa
     """Share of the persona's fact questions answered with every expected pattern."""
     import re
 
-    path = project.root / "questions.jsonl"
+    path = project.questions_path
     if not path.is_file():
         return None, []
     items = [q for q in load_jsonl(path) if q.get("category") == "fact"]

@@ -53,7 +53,7 @@ def candidate_project(project: Project, student: str, folder: Path) -> Project:
     settings["profile"] = str((project.root / project.config.profile).resolve())
     settings["prompts"] = [str(path.resolve()) for path in project.prompt_files]
     settings["models"]["student"] = student
-    settings["eval"]["questions"] = str((project.root / project.config.eval.questions).resolve())
+    settings["eval"]["questions"] = str(project.questions_path.resolve())
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / CONFIG_FILE, yaml.safe_dump(settings, sort_keys=False))
     data = folder / "out" / "data"

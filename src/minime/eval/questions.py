@@ -161,7 +161,7 @@ def question_set(
     from minime.jsonl import write_jsonl
 
     config = project.config
-    path = project.root / config.eval.questions
+    path = project.questions_path
     persona = load_questions(path) if path.is_file() else []
     training = training_prompts(project.root / "out" / "data")
     generated: list[EvalQuestion] = []
