@@ -286,7 +286,7 @@ def slow_tasks(n, seconds):
 
 def test_a_piped_build_prints_stage_lines_and_a_heartbeat(project_dir, monkeypatch):
     import minime.progress
-    from minime.data.tasks import run_tasks
+    from minime.tasks import run_tasks
 
     monkeypatch.setattr(minime.progress, "HEARTBEAT_SECONDS", 0.1)
 
@@ -312,7 +312,7 @@ def test_progress_lines_reach_a_real_pipe(tmp_path):
         f"""
         import time
         import minime.progress
-        from minime.data.tasks import run_tasks
+        from minime.tasks import run_tasks
         minime.progress.HEARTBEAT_SECONDS = 0.1
         def task():
             time.sleep(0.3)

@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from minime.cli import app
 from minime.data.report import format_value, step_tables, write_report
-from minime.data.tasks import task_key
 from minime.project import Project
+from minime.tasks import task_key
 
 PROFILE = "# Ada\n\n- I build bridges at Span & Co.\n- I live in Lund.\n"
 

@@ -23,10 +23,10 @@ from minime.data.generate import (
     profile_facts,
 )
 from minime.data.records import PromptRecord, read_records, records_from_results
-from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify, names_in
 from minime.project import Project
+from minime.tasks import run_tasks, task_key, work_file
 
 #: Extra asks for facts that got fewer than `questions_per_fact` usable questions (one:
 #: `cover` tops up again after dedup and the answer checks, which is what counts).

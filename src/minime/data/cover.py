@@ -24,9 +24,9 @@ from minime.data.dedup import encode
 from minime.data.generate import Fact, addresses_visitor_as_person, ask_list, profile_facts
 from minime.data.records import records_from_results
 from minime.data.respond import respond
-from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.project import Project
+from minime.tasks import run_tasks, task_key, work_file
 
 #: Rounds of asking; facts still short after them are listed in the report.
 COVER_ROUNDS = 3

@@ -22,9 +22,9 @@ from minime.config import DataConfig
 from minime.data.augment import generator_system
 from minime.data.generate import ask_list, private_section, public_profile
 from minime.data.records import PromptRecord, records_from_results
-from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import write_jsonl
 from minime.project import Project
+from minime.tasks import run_tasks, task_key, work_file
 
 BATCH = 10
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from minime.data.generate import profile_facts
-from minime.data.tasks import task_key
 from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl
 from minime.project import Project
+from minime.tasks import task_key
 
 #: Sample rows shown per category, and rejected answers shown in all.
 SAMPLES_PER_CATEGORY = 3

@@ -32,11 +32,11 @@ from minime.bank import TEMPLATE_CATEGORIES, first_name, fixed_answer
 from minime.chat import system_prompt
 from minime.config import DataConfig
 from minime.data.records import PromptRecord, read_records, record_id
-from minime.data.tasks import run_tasks, task_key, work_file
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify, names_in
 from minime.policy import TEMPLATE_TOKEN, is_refusal, speaks_as_person, unsupported_claims
 from minime.project import Project
+from minime.tasks import run_tasks, task_key, work_file
 
 CATEGORY_INSTRUCTIONS = {
     "question": "",

@@ -24,11 +24,11 @@ from minime.bank import bank_prompts
 from minime.config import DataConfig
 from minime.data.augment import generator_system
 from minime.data.generate import looks_like_question, profile_facts, public_profile
-from minime.data.tasks import run_tasks, task_key
 from minime.eval.questions import EvalQuestion, NoveltyFilter, Rejected
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify
 from minime.project import Project
+from minime.tasks import run_tasks, task_key
 
 #: Question/answer pairs asked for per fact: most phrasings a generator thinks of first are
 #: already in the training set, so a fact needs several tries to get one new question.

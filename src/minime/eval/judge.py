@@ -12,8 +12,8 @@ from functools import partial
 from pathlib import Path
 
 from minime.backends import ChatBackend, LazyBackend, SamplingParams
-from minime.data.tasks import run_tasks, task_key
 from minime.project import Project
+from minime.tasks import run_tasks, task_key
 
 JUDGE_SYSTEM = """\
 You grade the answers of the assistant on {name}'s personal website. The assistant may \

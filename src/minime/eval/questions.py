@@ -17,10 +17,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from minime.backends import ChatBackend
-from minime.data.tasks import task_key
 from minime.errors import InputError
 from minime.jsonl import read_jsonl
 from minime.project import Project
+from minime.tasks import task_key
 
 Category = Literal[
     "fact",

@@ -17,13 +17,13 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from minime.data.tasks import task_key
 from minime.errors import BackendError
 from minime.eval.contenders import Contender, default_contenders
 from minime.eval.questions import CATEGORIES, EvalQuestion, QuestionSet, question_set
 from minime.eval.scoring import Scorer
 from minime.fileio import write_text_atomic
 from minime.project import Project
+from minime.tasks import task_key
 
 #: Lines of a failed worker's stderr quoted in the error.
 ERROR_TAIL_LINES = 5
