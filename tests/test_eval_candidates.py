@@ -6,9 +6,9 @@ import types
 
 import yaml
 
+import minime.candidates as candidates_module
 import minime.distill
-import minime.eval.candidates as candidates_module
-from minime.eval import compare_candidates
+from minime.candidates import compare_candidates
 from minime.export.stage import default_quant
 from minime.project import Project
 

@@ -600,7 +600,8 @@ def eval_(
 ) -> None:
     """Score models on the persona's questions; write out/eval/report.md, .html, .json.
     With --method, the baseline and that method's student only."""
-    from minime.eval import compare_candidates, default_contenders, evaluate, parse_contender
+    from minime.candidates import compare_candidates
+    from minime.eval import default_contenders, evaluate, parse_contender
     from minime.progress import piped_heartbeat
 
     project = _open(directory)

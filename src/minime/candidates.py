@@ -3,7 +3,8 @@
 Each candidate student is trained and exported in a project of its own under
 `out/eval/candidates/<student>/` that shares the persona's files and training set
 (`out/data` is a link to the persona's), through `minime build`'s stages, so a rerun
-skips the candidates already done. Then each candidate's default quantization and the
+skips the candidates already done. It sits above the stages (it runs build, export and
+eval), so no stage package imports it. Then each candidate's default quantization and the
 profile-prompted baseline answer the same questions; the report goes to
 `out/eval/candidates/`.
 """
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from minime.build import build
 from minime.config import CONFIG_FILE
-from minime.eval.contenders import Contender, baseline, recommended_quant
-from minime.eval.runner import EvalReport, evaluate
+from minime.eval import Contender, EvalReport, evaluate
+from minime.eval.contenders import baseline, recommended_quant
+from minime.export import exported_ggufs
 from minime.fileio import write_text_atomic
 from minime.project import Project
 
@@ -30,9 +33,6 @@ def compare_candidates(
 
     :raises MinimeError: whatever a stage raises for a candidate.
     """
-    from minime.build import build
-    from minime.export import exported_ggufs
-
     root = project.out_dir("eval") / "candidates"
     contenders = [baseline(project)]
     for student in students or project.config.eval.candidates:
