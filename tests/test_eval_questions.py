@@ -9,8 +9,8 @@ import pytest
 
 from minime.backends import ChatBackend, Delta, Usage
 from minime.errors import InputError
-from minime.eval.generate import term_pattern
-from minime.eval.questions import CATEGORIES, load_questions, question_set
+from minime.eval.generate import question_set, term_pattern
+from minime.eval.questions import CATEGORIES, load_questions
 from minime.project import Project
 
 PROFILE = """\

@@ -1,5 +1,5 @@
-"""New evaluation questions: written by a generator model from the profile, and drawn from
-minime's evaluation bank.
+"""The evaluation's question set: the persona's own questions plus new ones, written by a
+generator model from the profile and drawn from minime's evaluation bank.
 
 Fact questions come with their answer copied from the profile: its numbers (else its
 longest words) become the patterns a right answer must contain. Chained questions join
@@ -24,7 +24,15 @@ from minime.bank import bank_prompts
 from minime.config import DataConfig
 from minime.data.augment import generator_system
 from minime.data.generate import looks_like_question, profile_facts, public_profile
-from minime.eval.questions import EvalQuestion, NoveltyFilter, Rejected
+from minime.errors import InputError
+from minime.eval.questions import (
+    EvalQuestion,
+    NoveltyFilter,
+    QuestionSet,
+    Rejected,
+    load_questions,
+    training_prompts,
+)
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify
 from minime.project import Project
@@ -70,6 +78,49 @@ class FactQuestion:
             for k in self.keys
             if k[0].isdigit() or re.search(rf"\b{re.escape(k[:1].upper() + k[1:])}", self.fact)
         ]
+
+
+def question_set(
+    project: Project, generator: ChatBackend | None, out: Path, *, encode=None
+) -> QuestionSet:
+    """The persona's questions plus new ones from `generator` (None: the persona's only).
+
+    Generation calls are kept in `out/generated.tasks.jsonl`, so a rerun asks nothing again
+    and gets the same questions. A new question within the dedup distance
+    (`data.dedup_threshold`, `models.embedder`) of a training prompt in `out/data/` or of a
+    question kept before it is dropped. Writes `out/questions.jsonl` and `out/rejected.jsonl`.
+
+    :param encode: the sentence encoder, `minime.data.dedup.encode` by default.
+    :raises InputError: if the persona's file is malformed, or there are no questions.
+    """
+    config = project.config
+    path = project.questions_path
+    persona = load_questions(path) if path.is_file() else []
+    training = training_prompts(project.root / "out" / "data")
+    generated: list[EvalQuestion] = []
+    rejected: list[Rejected] = []
+    persona_near: list[str] = []
+    if generator is not None or (persona and training):
+        novelty = NoveltyFilter(
+            training, config.models.embedder, config.data.dedup_threshold, encode
+        )
+        persona_near = novelty.add_persona(persona)
+        if generator is not None:
+            generated, rejected = generate_questions(project, generator, out, novelty)
+    questions = persona + generated
+    if not questions:
+        raise InputError(
+            f"{path}: no questions: write some (format in docs/formats.md) or set "
+            "eval.generated_facts above 0"
+        )
+    write_jsonl(out / "questions.jsonl", (q.model_dump() for q in questions))
+    write_jsonl(out / "rejected.jsonl", (r.model_dump() for r in rejected))
+    return QuestionSet(
+        questions=questions,
+        rejected=rejected,
+        persona_near_training=persona_near,
+        training_prompts=len(training),
+    )
 
 
 def generate_questions(

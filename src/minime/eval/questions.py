@@ -16,10 +16,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from minime.backends import ChatBackend
 from minime.errors import InputError
 from minime.jsonl import read_jsonl
-from minime.project import Project
 from minime.tasks import task_key
 
 Category = Literal[
@@ -142,52 +140,6 @@ def load_questions(path: Path) -> list[EvalQuestion]:
             EvalQuestion(**question.model_dump(), source="persona", origin=f"{path.name}:{number}")
         )
     return questions
-
-
-def question_set(
-    project: Project, generator: ChatBackend | None, out: Path, *, encode=None
-) -> QuestionSet:
-    """The persona's questions plus new ones from `generator` (None: the persona's only).
-
-    Generation calls are kept in `out/generated.tasks.jsonl`, so a rerun asks nothing again
-    and gets the same questions. A new question within the dedup distance
-    (`data.dedup_threshold`, `models.embedder`) of a training prompt in `out/data/` or of a
-    question kept before it is dropped. Writes `out/questions.jsonl` and `out/rejected.jsonl`.
-
-    :param encode: the sentence encoder, `minime.data.dedup.encode` by default.
-    :raises InputError: if the persona's file is malformed, or there are no questions.
-    """
-    from minime.eval.generate import generate_questions
-    from minime.jsonl import write_jsonl
-
-    config = project.config
-    path = project.questions_path
-    persona = load_questions(path) if path.is_file() else []
-    training = training_prompts(project.root / "out" / "data")
-    generated: list[EvalQuestion] = []
-    rejected: list[Rejected] = []
-    persona_near: list[str] = []
-    if generator is not None or (persona and training):
-        novelty = NoveltyFilter(
-            training, config.models.embedder, config.data.dedup_threshold, encode
-        )
-        persona_near = novelty.add_persona(persona)
-        if generator is not None:
-            generated, rejected = generate_questions(project, generator, out, novelty)
-    questions = persona + generated
-    if not questions:
-        raise InputError(
-            f"{path}: no questions: write some (format in docs/formats.md) or set "
-            "eval.generated_facts above 0"
-        )
-    write_jsonl(out / "questions.jsonl", (q.model_dump() for q in questions))
-    write_jsonl(out / "rejected.jsonl", (r.model_dump() for r in rejected))
-    return QuestionSet(
-        questions=questions,
-        rejected=rejected,
-        persona_near_training=persona_near,
-        training_prompts=len(training),
-    )
 
 
 def training_prompts(data_dir: Path) -> list[str]:

@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from minime.errors import BackendError
 from minime.eval.contenders import Contender, default_contenders
-from minime.eval.questions import CATEGORIES, EvalQuestion, QuestionSet, question_set
+from minime.eval.generate import question_set
+from minime.eval.questions import CATEGORIES, EvalQuestion, QuestionSet
 from minime.eval.scoring import Scorer
 from minime.fileio import write_text_atomic
 from minime.project import Project
