@@ -7,7 +7,9 @@ import numpy as np
 from minime.backends import ChatBackend, Delta, Usage
 from minime.config import DataConfig
 from minime.data import cover as cover_module
+from minime.data import respond as respond_module
 from minime.data.cover import cover
+from minime.data.fact_match import FactMatchReport
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.project import Project
 
@@ -44,6 +46,19 @@ def fake_encode(texts, embedder):
     return np.asarray(rows, dtype=np.float32)
 
 
+def unchecked_facts(monkeypatch) -> list[str]:
+    """Let every question keep its fact (`fact_match` has its own tests); the embedders
+    the check was called with are collected in the list returned."""
+    used = []
+
+    def keep(records, facts, name, embedder):
+        used.append(embedder)
+        return records, FactMatchReport(checked=len(records), kept=len(records))
+
+    monkeypatch.setattr(respond_module, "match_facts", keep)
+    return used
+
+
 def row(question, fact):
     return {
         "id": question,
@@ -58,6 +73,7 @@ def row(question, fact):
 
 def test_cover_tops_up_short_facts_and_skips_duplicates(tmp_path, monkeypatch):
     monkeypatch.setattr(cover_module, "encode", fake_encode)
+    checked_with = unchecked_facts(monkeypatch)
     (tmp_path / "profile.md").write_text(PROFILE)
     project = Project.open(tmp_path)
     responses, dst = tmp_path / "responses.jsonl", tmp_path / "covered.jsonl"
@@ -77,6 +93,8 @@ def test_cover_tops_up_short_facts_and_skips_duplicates(tmp_path, monkeypatch):
     assert report.short_before == 2 and report.short_after == {}
     assert report.near_duplicates >= 1  # "What does Ada build?" again
     assert report.rows == len(rows) == 2 + report.answered
+    # The new questions were checked to be about their facts, with the same encoder.
+    assert checked_with and set(checked_with) == {"fake"}
     # A rerun asks and answers nothing again.
     calls, asked = writer.calls, len(teacher.asked)
     again = cover(project, responses, dst, [writer], teacher, "fake", config)
@@ -86,6 +104,7 @@ def test_cover_tops_up_short_facts_and_skips_duplicates(tmp_path, monkeypatch):
 
 def test_cover_reports_facts_it_could_not_fill(tmp_path, monkeypatch):
     monkeypatch.setattr(cover_module, "encode", fake_encode)
+    unchecked_facts(monkeypatch)
     (tmp_path / "profile.md").write_text(PROFILE)
     project = Project.open(tmp_path)
     write_jsonl(tmp_path / "responses.jsonl", [])

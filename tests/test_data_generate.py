@@ -76,10 +76,10 @@ def test_augment_writes_paraphrases_chains_and_fact_questions(tmp_path):
     generator = ListGenerator()
     report = augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
     rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
-    # 3 questions per fact, and each fact asked in one other language in turn (2 each).
+    # 3 questions per fact, and 2 more per fact, each in the next other language.
     assert (report.paraphrases, report.chained, report.profile_questions) == (4, 1, 15)
     translated = [r for r in rows if r.category == "multilingual"]
-    assert [r.language for r in translated] == ["sv", "sv", "de", "de", "es", "es"]
+    assert [r.language for r in translated] == ["sv", "de", "es", "fr", "sv", "de"]
     assert all(r.fact for r in translated)
     assert report.facts == 3 and report.total == len(rows) == 20
     assert {r.source for r in rows} == {"augment", "profile"}
@@ -196,3 +196,8 @@ def test_a_chain_the_generator_did_not_combine_is_joined():
     assert joined.startswith("Where does Ada work?")
     combined = "Where does Ada work, and what does she build there?"
     assert _checked_chain({**result, "prompts": [combined]}, real)["prompts"] == [combined]
+
+
+def test_a_bare_greeting_is_not_a_fact():
+    facts = profile_facts("Hola, soy Javier. I bake bread for a living in Seville.\n")
+    assert [f.text for f in facts] == ["I bake bread for a living in Seville."]

@@ -68,8 +68,8 @@ class DataConfig(_Section):
         2,
         ge=0,
         le=10,
-        description="Questions about each profile statement in one of `languages` (in turn), "
-        "answered in that language.",
+        description="Questions about each profile statement in other languages, each in the "
+        "next of `languages` (in turn across statements), answered in that language.",
     )
     min_questions_per_fact: int = Field(
         10,

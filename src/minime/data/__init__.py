@@ -90,7 +90,13 @@ def build_dataset(project: Project, steps: tuple[str, ...] = STEPS) -> dict:
             elif step == "respond":
                 teacher = models.get(models_config.teacher)
                 report = respond(
-                    project, path["dedup"], path["respond"], teacher, config, judge=teacher
+                    project,
+                    path["dedup"],
+                    path["respond"],
+                    teacher,
+                    config,
+                    judge=teacher,
+                    embedder=models_config.embedder,
                 )
             elif step == "cover":
                 generators = [models.get(spec) for spec in models_config.generators]

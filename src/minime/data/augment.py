@@ -8,6 +8,7 @@ distinct questions about each statement of the profile.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -17,10 +18,10 @@ from minime.backends import ChatBackend
 from minime.config import DataConfig
 from minime.data.generate import (
     Fact,
-    addresses_visitor_as_person,
     ask_list,
     looks_like_question,
     profile_facts,
+    usable_question,
 )
 from minime.data.records import PromptRecord, read_records, records_from_results
 from minime.jsonl import write_jsonl
@@ -89,11 +90,9 @@ def augment(
         job = partial(_ask_fact, backend, system, project.name, fact, count, 2000 + i)
         key = task_key("fact", fact.section, fact.text, count, backend.name, system)
         tasks.append((key, job))
-        if config.languages and config.translated_per_fact:
-            # Facts learned in one language transfer poorly to others: each fact is also
-            # asked in one of the configured languages, in turn.
-            language = config.languages[i % len(config.languages)]
-            count = config.translated_per_fact
+        # Facts learned in one language transfer poorly to others: each fact is also asked
+        # in the configured languages, one question per language, the languages in turn.
+        for language, count in _languages_for(i, config.languages, config.translated_per_fact):
             job = partial(
                 _ask_fact_in, backend, system, project.name, fact, language, count, 4000 + i
             )
@@ -133,8 +132,7 @@ def augment(
     records = [
         r
         for r in records_from_results(results)
-        if looks_like_question(r.prompt)
-        and not addresses_visitor_as_person(r.prompt)
+        if usable_question(r.prompt)
         and identify(r.prompt, languages, names) in (None, r.language or "en")
     ]
     write_jsonl(dst, (r.model_dump() for r in records))
@@ -218,6 +216,15 @@ def _ask_fact_in(
     }
 
 
+def _languages_for(index: int, languages: list[str], count: int) -> list[tuple[str, int]]:
+    """(language, questions) for the `index`-th fact: `count` questions, each in the next
+    of `languages` after those of the facts before it."""
+    if not languages:
+        return []
+    chosen = [languages[(index * count + j) % len(languages)] for j in range(count)]
+    return sorted(Counter(chosen).items(), key=lambda item: chosen.index(item[0]))
+
+
 def _top_up(
     backend: ChatBackend,
     system: str,
@@ -260,7 +267,7 @@ def _questions_per_fact(results: list[dict]) -> dict[str, list[str]]:
         if result.get("fact") and result["category"] == "question":
             known = asked.setdefault(result["fact"], [])
             for prompt in result["prompts"]:
-                if looks_like_question(prompt) and prompt not in known:
+                if usable_question(prompt) and prompt not in known:
                     known.append(prompt)
     return asked
 

@@ -21,7 +21,7 @@ from minime.backends import ChatBackend
 from minime.config import DataConfig
 from minime.data.augment import fact_result, generator_system
 from minime.data.dedup import encode
-from minime.data.generate import Fact, addresses_visitor_as_person, ask_list, profile_facts
+from minime.data.generate import Fact, ask_list, profile_facts, usable_question
 from minime.data.records import records_from_results
 from minime.data.respond import respond
 from minime.jsonl import load_jsonl, write_jsonl
@@ -102,7 +102,7 @@ def cover(
         prompts = work_file(dst, f"round{round_}.prompts")
         write_jsonl(prompts, (r.model_dump() for r in fresh))
         answers = work_file(dst, f"round{round_}")
-        respond(project, prompts, answers, teacher, config, judge=judge)
+        respond(project, prompts, answers, teacher, config, judge=judge, embedder=embedder)
         new_rows = load_jsonl(answers)
         answered += len(new_rows)
         rows += new_rows
@@ -128,7 +128,7 @@ def _ask(
         f"Call {name} by name or she/he/they, never 'you'. Vary the wording and the length."
     )
     lines = ask_list(backend, system, instruction, count, seed=seed, temperature=0.9)
-    return fact_result(backend, fact, [q for q in lines if not addresses_visitor_as_person(q)])
+    return fact_result(backend, fact, [q for q in lines if usable_question(q)])
 
 
 def _short(facts, rows: list[dict], target: int):

@@ -85,18 +85,32 @@ def looks_like_question(text: str) -> bool:
 
 
 _SECOND_PERSON = re.compile(
-    r"\b(?:your|yours|yourself)\b|\b(?:do|did|are|were|have|had|would|will|could) you\b|"
-    r"^you\b|\b(?:du|dich|dein|deine|tu|vous|votre|ton|ta|tú|usted|tienes|eres)\b|"
+    r"\b(?:you|your|yours|yourself)\b|"
+    r"\b(?:du|dich|dir|dein|deine|dig|din|ditt|dina|tu|tus|vous|votre|vos|ton|ta|tú|usted|tienes|eres)\b|"
     # ... or asks as the person: "What is the best way to reach me?"
     r"\b(?:reach|contact|hire|e-?mail|call|book|follow) me\b|\babout me\b",
+    re.IGNORECASE,
+)
+#: "you" addressed to the assistant itself: "Can you tell me where she works?"
+_ASKS_ASSISTANT = re.compile(
+    r"\b(?:can|could|would|will) you (?:please )?"
+    r"(?:tell|give|share|say|explain|describe|list|let|show|help)\b|\bdo you know\b|"
+    r"\bthank you\b",
     re.IGNORECASE,
 )
 
 
 def addresses_visitor_as_person(question: str) -> bool:
     """Whether a generated question asks "you" as if the assistant were the person
-    ("Where did you grow up?"); "Can you tell me where she works?" is fine."""
-    return bool(_SECOND_PERSON.search(question))
+    ("Where did you grow up?", "How can I contact you?"); "Can you tell me where she
+    works?" is fine."""
+    return bool(_SECOND_PERSON.search(_ASKS_ASSISTANT.sub("", question)))
+
+
+def usable_question(prompt: str) -> bool:
+    """Whether a generated line can be a visitor's question about the person: a question or
+    request (not an answer), that does not speak to the assistant as if it were the person."""
+    return looks_like_question(prompt) and not addresses_visitor_as_person(prompt)
 
 
 @dataclass(frozen=True)
@@ -124,8 +138,15 @@ def profile_facts(profile: str) -> list[Fact]:
                 facts.append(Fact(section, block[2:].strip()))
             else:
                 sentences = re.split(r"(?<=[.!?])\s+", block)
-                facts.extend(Fact(section, s.strip()) for s in sentences if len(s.strip()) > 15)
+                facts.extend(Fact(section, s.strip()) for s in sentences if _states_something(s))
     return facts
+
+
+def _states_something(sentence: str) -> bool:
+    """Whether a sentence says something about the person: not a bare greeting or name
+    ("Hola, soy Javier."), which every question that names the person would seem to ask."""
+    words = re.findall(r"\b[^\W\d_][\w-]*", sentence)
+    return len(sentence.strip()) > 15 and sum(word[0].islower() for word in words) >= 2
 
 
 def private_section(profile: str) -> str:

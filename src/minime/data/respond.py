@@ -31,6 +31,8 @@ from minime.backends import ChatBackend, Completion, SamplingParams
 from minime.bank import TEMPLATE_CATEGORIES, first_name, fixed_answer
 from minime.chat import system_prompt
 from minime.config import DataConfig
+from minime.data.fact_match import FactMatchReport, match_facts
+from minime.data.generate import profile_facts
 from minime.data.records import PromptRecord, read_records, record_id
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify, names_in
@@ -83,6 +85,7 @@ class RespondReport(BaseModel):
     """What happened to the teacher's answers."""
 
     prompts: int
+    fact_questions: FactMatchReport
     facts_restated: int
     answered_by_statement: int
     accepted_first_try: int
@@ -101,8 +104,12 @@ def respond(
     teacher: ChatBackend,
     config: DataConfig,
     judge: ChatBackend | None = None,
+    embedder: str | None = None,
 ) -> RespondReport:
     """Answer every prompt of `src` with the teacher, check each answer, write `dst`.
+
+    With an `embedder`, each generated question is first checked to be about the fact it
+    was written for (`fact_match`): moved to its nearest fact or dropped where it is not.
 
     Work is kept beside `dst` (`<stem>.answers.jsonl`, `.answers-checks.jsonl`,
     `.retries.jsonl`, `.retries-checks.jsonl`), resumable task by task; a task's id covers
@@ -114,6 +121,10 @@ def respond(
     records.sort(key=lambda r: (r.category, r.id))
     fixed = [r for r in records if r.category in TEMPLATE_CATEGORIES]
     records = [r for r in records if r.category not in TEMPLATE_CATEGORIES]
+    matched = FactMatchReport()
+    if embedder:
+        facts = [f.text for f in profile_facts(project.profile)]
+        records, matched = match_facts(records, facts, project.name, embedder)
     params = SamplingParams(
         temperature=0.3,
         top_p=0.95,
@@ -155,7 +166,8 @@ def respond(
             outcome["dropped"] += 1
     write_jsonl(dst, rows)
     return RespondReport(
-        prompts=len(records) + len(fixed) + len(by_statement),
+        prompts=len(records) + len(fixed) + len(by_statement) + matched.dropped,
+        fact_questions=matched,
         facts_restated=len(statements),
         answered_by_statement=outcome["statement"],
         accepted_first_try=outcome["first"],
