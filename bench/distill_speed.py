@@ -48,7 +48,7 @@ def run_trl(args) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from minime.distill.student import load_student, student_folder
+    from minime.student import load_student, student_folder
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_student(student_folder(args.student))

@@ -64,8 +64,8 @@ def main() -> None:
         print(json.dumps(run_file(args.worker, prompts, args.threads, args.max_tokens)))
         return
 
-    from minime.export import exported_ggufs
     from minime.export.stage import export_folder
+    from minime.layout import exported_ggufs
     from minime.project import Project
 
     project = Project.open(args.project)

@@ -228,8 +228,9 @@ def main() -> None:
         print(_first_token_time(args.bare_cold, args.threads))
         return
 
+    from minime.layout import EXPORT_MANIFEST
     from minime.registry import resolve
-    from minime.serve.model import EXPORT_MANIFEST, exported_gguf
+    from minime.serve.model import exported_gguf
 
     target = Path(args.model)
     if target.is_dir():

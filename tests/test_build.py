@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 import minime.data
 import minime.distill
 import minime.eval
-from minime.build import STAMP, build, record_stage
+from minime.build import build, record_stage
 from minime.cli import app
 from minime.errors import InputError, MinimeError
 from minime.eval import EvalReport
+from minime.layout import STAMP
 from minime.project import Project
 
 

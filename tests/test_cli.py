@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 import minime.backends
 import minime.build
 import minime.data
+import minime.stamps
 from minime.backends import ChatBackend, Delta, Usage
-from minime.build import STAMP
 from minime.cli import app
+from minime.layout import STAMP
 from minime.project import Project, init_project
 
 PROFILE = "# Ada Example\n\n## Work\n- Ada builds bridges at Span & Co.\n"
@@ -128,8 +129,8 @@ def test_chat_warns_when_the_profile_changed_since_training(project_dir, fake_ba
     assert result.exit_code == 0, result.output
     assert "changed since the student was trained" in result.output.replace("\n", " ")
     # After a build with this profile, no warning.
-    minime.build._write_stamp(
-        project, "data", {"complete": True, "profile": minime.build._sha(PROFILE.strip().encode())}
+    minime.stamps.write_stamp(
+        project, "data", {"complete": True, "profile": minime.stamps.sha(PROFILE.strip().encode())}
     )
     assert "changed since" not in run("chat", project_dir, "Hi?").output
 

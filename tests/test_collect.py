@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from minime.data.collect import REQUEST_LOG, CollectReport, FileCounts, collect, redact
+from minime.data.collect import CollectReport, FileCounts, collect, redact
 from minime.data.records import record_id
 from minime.errors import InputError
 from minime.jsonl import load_jsonl
+from minime.layout import REQUEST_LOG
 from minime.project import Project, init_project
 
 

@@ -24,9 +24,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from minime.distill.student import METADATA, end_of_turn_ids, load_student, student_folder
 from minime.errors import ConfigError
 from minime.registry import GEMMA3_CHAT_TEMPLATE
+from minime.student import METADATA, end_of_turn_ids, load_student, student_folder
 
 from conftest import bundled_model_path
 

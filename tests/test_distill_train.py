@@ -16,12 +16,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl
 from minime.distill import distill
 from minime.distill import train as train_module
 from minime.distill import trainer as trainer_module
-from minime.distill.data import IGNORE, collate, encode_row, end_of_turn_text, read_rows
+from minime.distill.data import IGNORE, collate, encode_row
 from minime.distill.trainer import PACE_STEPS, TimeBudget, cosine_factor
 from minime.errors import InputError
 from minime.jsonl import write_jsonl
 from minime.project import Project
 from minime.recall import key_terms, recalls
+from minime.rows import read_rows
+from minime.student import end_of_turn_text
 
 from conftest import ROOT
 

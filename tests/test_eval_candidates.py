@@ -9,7 +9,7 @@ import yaml
 import minime.candidates as candidates_module
 import minime.distill
 from minime.candidates import compare_candidates
-from minime.export.stage import default_quant
+from minime.layout import default_quant
 from minime.project import Project
 
 

@@ -224,3 +224,24 @@ def test_the_evaluation_bank_leaves_out_topics_the_profile_answers():
     assert vegetarian in asked and any("CANARY-1" in q for q in asked)
     profile = "Ada cooks for her team every Friday."
     assert vegetarian not in [p.text for p in bank_prompts("Ada Example", profile, "eval.yaml")]
+
+
+def test_novelty_filter_applies_the_dedup_boundary():
+    from minime.data.dedup import _cluster_embeddings
+    from minime.eval.questions import EvalQuestion, NoveltyFilter
+
+    cos = 0.85 - 5e-7  # distance 0.15 within float32 rounding: a duplicate for dedup
+    pair = np.array([[1.0, 0.0], [cos, (1 - cos**2) ** 0.5]], dtype=np.float32)
+    assert _cluster_embeddings(pair, np.zeros(2, bool), 0.15).tolist() == [0, 0]
+    vectors = dict(zip(["Where does Ada live?", "Where is Ada's home?"], pair, strict=True))
+
+    def encode(texts, embedder):
+        return np.array([vectors[t] for t in texts])
+
+    question = EvalQuestion(
+        question="Where is Ada's home?", category="fact", source="generated", origin="t"
+    )
+    kept, _ = NoveltyFilter(["Where does Ada live?"], "fake", 0.15, encode).admit([question])
+    assert kept == []
+    kept, _ = NoveltyFilter(["Where does Ada live?"], "fake", 0.149, encode).admit([question])
+    assert kept == [question]

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 from minime.cli import app
 from minime.config import load_config
 from minime.errors import ConfigError, InputError
-from minime.export import exported_ggufs
 from minime.export.card import model_card
 from minime.export.convert import ExportError, _to_gguf_layout, write_f16_gguf
 from minime.export.ollama import TurnFormat, modelfile
 from minime.export.stage import _base_gguf, export_folder
+from minime.layout import exported_ggufs
 from minime.project import Project, init_project
 from minime.registry import GEMMA3_CHAT_TEMPLATE
 

@@ -11,8 +11,9 @@ import gguf
 import numpy as np
 import pytest
 
-from minime.export import VerificationFailed, export, exported_ggufs, verify
+from minime.export import VerificationFailed, export, verify
 from minime.export.convert import copy_gguf, write_f16_gguf
+from minime.layout import exported_ggufs
 from minime.project import Project
 
 from conftest import EXAMPLE, bundled_model_path
@@ -29,7 +30,7 @@ PROMPT = [{"role": "user", "content": "Where does Mara work, and what does she d
 
 def _untrained_student(spec: str, target):
     """A folder laid out like `minime distill`'s output, holding the untrained student."""
-    from minime.distill.student import student_folder
+    from minime.student import student_folder
 
     bundled_model_path(spec)  # skips when the model is not installed
     folder = student_folder(spec)

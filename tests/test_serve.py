@@ -13,8 +13,9 @@ from starlette.testclient import TestClient
 from test_serve_fakes import ANSWER, ScriptedBackend, served
 
 from minime.config import ServeConfig
-from minime.data.collect import REQUEST_LOG, collect
+from minime.data.collect import collect
 from minime.errors import BackendError
+from minime.layout import REQUEST_LOG
 from minime.project import Project
 from minime.serve import create_app
 from minime.serve.engine import Speed

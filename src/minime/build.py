@@ -1,35 +1,37 @@
 """`minime build DIR`: data, distill, export and eval in order, skipping what is up to date.
 
-After a stage finishes, `out/<stage>/build-stamp.json` records a hash of its inputs (the
-project's name and profile, the settings it reads that differ from the defaults, the
-model specs it uses, its input files and its upstream stage's output files) and the
-sha256 of its outputs. A later build skips the stage when both still match, so a fresh
-clone that carries a stage's outputs and stamp does not redo it. The code's own version
-is not part of the hash: after upgrading minime, `--force` redoes everything.
+The stages are one table, `PIPELINE`: each entry names the stage, the model roles it
+loads, what its result depends on (`minime.stamps`), the files it hands on
+(`minime.layout`) and the function that runs it. After a stage finishes, its build stamp
+records the hash of its inputs and the sha256 of its outputs; a later build skips the
+stage when both still match, so a fresh clone that carries a stage's outputs and stamp
+does not redo it. The code's own version is not part of the hash: after upgrading minime,
+`--force` redoes everything.
 
 A stage that was interrupted leaves a stamp marked incomplete; `distill` then resumes from
 its last complete checkpoint if its inputs are unchanged.
+
+Each stage's package is imported when the stage runs: distill and export load torch and
+transformers, which a build that skips them (or `--dry-run`) need not pay for.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from minime import layout, stamps
 from minime.errors import InputError
-from minime.fileio import file_sha256, write_text_atomic
+from minime.fileio import write_text_atomic
 from minime.progress import elapsed, piped_heartbeat
 from minime.project import Project
 
-STAGES = ("data", "distill", "export", "eval")
-STAMP = "build-stamp.json"
+Say = Callable[[str], object]
 
 
 class StageOutcome(BaseModel):
@@ -41,13 +43,70 @@ class StageOutcome(BaseModel):
     why: str
 
 
-#: The model roles each stage loads (keys of `Project.model_specs`).
-STAGE_ROLES = {
-    "data": ("teacher", "generators", "embedder"),
-    "distill": ("student",),
-    "export": (),
-    "eval": ("chat", "embedder", "eval.generator", "eval.judge"),
-}
+def _run_data(project: Project, resume: bool, say: Say) -> None:
+    from minime.data import STEPS
+
+    run_data_steps(project, STEPS, say)
+
+
+def _run_distill(project: Project, resume: bool, say: Say) -> None:
+    from minime.distill import distill
+
+    distill(project, resume=resume)
+
+
+def _run_export(project: Project, resume: bool, say: Say) -> None:
+    from minime.export import export
+
+    export(project)
+
+
+def _run_eval(project: Project, resume: bool, say: Say) -> None:
+    from minime.eval import evaluate
+
+    evaluate(project)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline."""
+
+    name: str
+    #: The model roles it loads (keys of `Project.model_specs`).
+    roles: tuple[str, ...]
+    #: Everything its result depends on, as JSON-able values and file hashes.
+    inputs: Callable[[Project], dict[str, Any]]
+    #: The files it hands on, under the project root.
+    outputs: Callable[[Path], list[Path]]
+    #: Runs it: (project, resume an interrupted run, say a line).
+    run: Callable[[Project, bool, Say], None]
+    #: Whether it prints its own progress lines (else a heartbeat when piped).
+    reports_progress: bool = False
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage(
+        "data",
+        ("teacher", "generators", "embedder"),
+        stamps.data_inputs,
+        layout.data_outputs,
+        _run_data,
+        reports_progress=True,
+    ),
+    Stage("distill", ("student",), stamps.distill_inputs, layout.distill_outputs, _run_distill),
+    Stage("export", (), stamps.export_inputs, layout.export_outputs, _run_export),
+    Stage(
+        "eval",
+        ("chat", "embedder", "eval.generator", "eval.judge"),
+        stamps.eval_inputs,
+        layout.eval_outputs,
+        _run_eval,
+    ),
+)
+STAGES = tuple(stage.name for stage in PIPELINE)
+_BY_NAME = {stage.name: stage for stage in PIPELINE}
+#: The model roles each stage loads.
+STAGE_ROLES = {stage.name: stage.roles for stage in PIPELINE}
 
 
 def select_stages(start: str | None = None, stop: str | None = None) -> tuple[str, ...]:
@@ -65,10 +124,26 @@ def select_stages(start: str | None = None, stop: str | None = None) -> tuple[st
     return STAGES[first : last + 1]
 
 
+def stage_inputs(project: Project, stage: str) -> dict[str, Any]:
+    """Everything a stage's result depends on, as JSON-able values and file hashes."""
+    return _stage(stage).inputs(project)
+
+
+def stage_outputs(project: Project, stage: str) -> dict[str, str]:
+    """sha256 of each output file of `stage` that exists, by path relative to the project."""
+    return stamps.file_hashes(project, _stage(stage).outputs(project.root))
+
+
+def _stage(name: str) -> Stage:
+    if name not in _BY_NAME:
+        raise ValueError(f"unknown stage {name!r}")
+    return _BY_NAME[name]
+
+
 def _why(project: Project, stage: str, force: bool) -> tuple[str | None, str]:
     """(None, "up to date") for a stage to skip, else (its inputs' digest, why it runs)."""
-    digest = _digest(stage_inputs(project, stage))
-    stamp = _read_stamp(project, stage)
+    digest = stamps.digest(stage_inputs(project, stage))
+    stamp = stamps.read_stamp(project, stage)
     current = stamp is not None and stamp.get("inputs") == digest
     if current and stamp.get("complete") and not force:
         if stamp.get("outputs") == stage_outputs(project, stage):
@@ -102,7 +177,7 @@ def build(
     stages: tuple[str, ...] = STAGES,
     *,
     force: bool = False,
-    say: Callable[[str], object] | None = None,
+    say: Say | None = None,
 ) -> list[StageOutcome]:
     """Run each of `stages` (in pipeline order) whose inputs changed since its last run.
 
@@ -121,7 +196,7 @@ def build(
     first_run = next((i for i, o in enumerate(planned) if o.ran), len(planned))
     roles = [role for o in planned[first_run:] for role in STAGE_ROLES[o.stage]]
     project.resolve_models(dict.fromkeys(roles))
-    settings = project.root / "out" / "build-settings.json"
+    settings = layout.build_settings(project.root)
     settings.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(settings, project.config.model_dump_json(indent=2) + "\n")
     outcomes = []
@@ -133,13 +208,14 @@ def build(
             continue
         resume = stage == "distill" and why == "its last run did not finish"
         say(f"{stage}: running ({why})")
-        _write_stamp(project, stage, {"stage": stage, "inputs": digest, "complete": False})
+        stamps.write_stamp(project, stage, {"stage": stage, "inputs": digest, "complete": False})
         started = time.monotonic()
-        if stage == "data":
-            _run(project, stage, resume, say)
+        run = _stage(stage)
+        if run.reports_progress:
+            run.run(project, resume, say)
         else:  # one line now and then while a stage without task lists works, when piped
             with piped_heartbeat(f"{stage}: working"):
-                _run(project, stage, resume, say)
+                run.run(project, resume, say)
         record_stage(project, stage)
         seconds = round(time.monotonic() - started, 1)
         say(f"{stage}: done in {elapsed(seconds)}")
@@ -156,53 +232,19 @@ def record_stage(project: Project, stage: str) -> None:
     outputs = stage_outputs(project, stage)
     if not outputs:
         raise InputError(
-            f"{project.root / 'out' / stage}: no outputs of the {stage} stage to record"
+            f"{layout.stage_dir(project.root, stage)}: no outputs of the {stage} stage to record"
         )
-    digest = _digest(stage_inputs(project, stage))
     stamp = {
         "stage": stage,
-        "inputs": digest,
+        "inputs": stamps.digest(stage_inputs(project, stage)),
         "complete": True,
         "outputs": outputs,
-        "profile": _sha(project.profile.encode()),
+        "profile": stamps.profile_sha(project),
     }
-    _write_stamp(project, stage, stamp)
+    stamps.write_stamp(project, stage, stamp)
 
 
-def profile_changed(project: Project) -> str | None:
-    """Where a record says the student learned another profile than the current one (the
-    record's path), or None when it did not or nothing tells.
-
-    `out/data/profile.sha256` (written when the teacher answers) is read first, then the
-    export's build stamp, then the data stage's; a stamp written before stamps kept the
-    profile's hash is compared by its whole input digest, which also changes with the data
-    settings.
-    """
-    current = _sha(project.profile.encode())
-    try:
-        answered = _profile_file(project).read_text(encoding="utf-8").strip()
-    except OSError:
-        answered = None
-    if answered:
-        return None if answered == current else str(_profile_file(project))
-    for stage in ("export", "data"):
-        stamp = _read_stamp(project, stage)
-        if stamp and stamp.get("complete") and "profile" in stamp:
-            return None if stamp["profile"] == current else str(_stamp_path(project, stage))
-    stamp = _read_stamp(project, "data")
-    if (
-        stamp
-        and stamp.get("complete")
-        and "inputs" in stamp
-        and stamp["inputs"] != _digest(stage_inputs(project, "data"))
-    ):
-        return f"{_stamp_path(project, 'data')}, or the data settings changed"
-    return None
-
-
-def run_data_steps(
-    project: Project, steps: tuple[str, ...], say: Callable[[str], object] | None = None
-) -> dict:
+def run_data_steps(project: Project, steps: tuple[str, ...], say: Say | None = None) -> dict:
     """Run data steps one at a time, saying as each starts and ends; return the summary."""
     from minime.data import build_dataset
 
@@ -213,149 +255,7 @@ def run_data_steps(
         started = time.monotonic()
         summary = build_dataset(project, (step,))
         if step in ("respond", "cover"):  # the teacher answered from this profile
-            write_text_atomic(_profile_file(project), _sha(project.profile.encode()) + "\n")
+            stamps.record_answered_profile(project)
         if say:
             say(f"data {step}: done in {elapsed(time.monotonic() - started)}")
     return summary
-
-
-def _profile_file(project: Project) -> Path:
-    """sha256 of the profile the teacher last answered from (`minime data` or build)."""
-    return project.root / "out" / "data" / "profile.sha256"
-
-
-def _run(project: Project, stage: str, resume: bool, say: Callable[[str], object]) -> None:
-    if stage == "data":
-        from minime.data import STEPS
-
-        run_data_steps(project, STEPS, say)
-    elif stage == "distill":
-        from minime.distill import distill
-
-        distill(project, resume=resume)
-    elif stage == "export":
-        from minime.export import export
-
-        export(project)
-    else:
-        from minime.eval import evaluate
-
-        evaluate(project)
-
-
-def stage_inputs(project: Project, stage: str) -> dict[str, Any]:
-    """Everything a stage's result depends on, as JSON-able values and file hashes."""
-    config, models = project.config, project.config.models
-    person = {"name": project.name, "profile": _sha(project.profile.encode())}
-    if stage == "data":
-        prompts = {
-            _relative(project, path): _file_sha(path) if path.is_file() else None
-            for path in project.prompt_files
-        }
-        return {
-            **person,
-            "settings": _settings(config, "data"),
-            "models": [models.teacher, models.generators, models.embedder],
-            "prompts": prompts,
-        }
-    if stage == "distill":
-        return {
-            **person,
-            "settings": _settings(config, "distill"),
-            "student": models.student,
-            "upstream": stage_outputs(project, "data"),
-        }
-    if stage == "export":
-        return {
-            **person,
-            "settings": _settings(config, "export"),
-            "upstream": stage_outputs(project, "distill"),
-        }
-    if stage == "eval":
-        questions = project.questions_path
-        students = {
-            _relative(project, f): _file_sha(f)
-            for pattern in ("out/distill*/model/*", "out/export*/*.gguf", "out/export*/export.json")
-            for f in sorted(project.root.glob(pattern))
-            if f.is_file() and f.name != STAMP and not f.name.startswith(".")
-        }
-        return {
-            **person,
-            "settings": [_settings(config, "eval"), _settings(config, "chat")],
-            "models": [models.chat, models.generators, models.embedder],
-            "questions": _file_sha(questions) if questions.is_file() else None,
-            "data": stage_outputs(project, "data"),
-            "students": students,
-        }
-    raise ValueError(f"unknown stage {stage!r}")
-
-
-def stage_outputs(project: Project, stage: str) -> dict[str, str]:
-    """sha256 of each output file of `stage` that exists, by path relative to the project."""
-    out = project.root / "out"
-    if stage == "data":
-        files = [out / "data" / "train.jsonl", out / "data" / "val.jsonl"]
-    elif stage == "distill":
-        files = sorted((out / "distill" / "model").glob("*"))
-    elif stage == "export":
-        files = sorted((out / "export").glob("*"))
-    else:
-        files = [out / "eval" / "report.json"]
-    return {
-        _relative(project, f): _file_sha(f)
-        for f in files
-        if f.is_file() and f.name != STAMP and not f.name.startswith(".")
-    }
-
-
-def _settings(config, section: str) -> dict[str, Any] | None:
-    """The settings of one section that differ from the defaults.
-
-    Only changed settings count, so a setting added to minime later (with its default)
-    does not make every existing stamp stale.
-    """
-    model = getattr(config, section, None)
-    return model.model_dump(mode="json", exclude_defaults=True) if model is not None else None
-
-
-def _relative(project: Project, path: Path) -> str:
-    try:
-        return path.resolve().relative_to(project.root.resolve()).as_posix()
-    except ValueError:
-        return str(path.resolve())
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha(path: Path) -> str:
-    stat = path.stat()
-    return _sha_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1024)
-def _sha_of(path: str, size: int, mtime_ns: int) -> str:
-    """sha256 of a file, computed once per size and modification time: one build reads a
-    stage's outputs up to three times (its stamp, and the inputs of the stages after it)."""
-    return file_sha256(path)
-
-
-def _digest(inputs: dict[str, Any]) -> str:
-    return _sha(json.dumps(inputs, sort_keys=True).encode())
-
-
-def _stamp_path(project: Project, stage: str) -> Path:
-    return project.root / "out" / stage / STAMP
-
-
-def _read_stamp(project: Project, stage: str) -> dict | None:
-    try:
-        stamp = json.loads(_stamp_path(project, stage).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return stamp if isinstance(stamp, dict) else None
-
-
-def _write_stamp(project: Project, stage: str, stamp: dict) -> None:
-    write_text_atomic(_stamp_path(project, stage), json.dumps(stamp, indent=2) + "\n")

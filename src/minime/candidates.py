@@ -21,8 +21,8 @@ from minime.build import build
 from minime.config import CONFIG_FILE
 from minime.eval import Contender, EvalReport, evaluate
 from minime.eval.contenders import baseline, recommended_quant
-from minime.export import exported_ggufs
 from minime.fileio import write_text_atomic
+from minime.layout import data_dir, export_dir, exported_ggufs
 from minime.project import Project
 
 
@@ -38,7 +38,7 @@ def compare_candidates(
     for student in students or project.config.eval.candidates:
         candidate = candidate_project(project, student, root / _slug(student))
         build(candidate, ("distill", "export"))
-        folder = candidate.root / "out" / "export"
+        folder = export_dir(candidate.root)
         quant = recommended_quant(folder)
         path = exported_ggufs(folder)[quant]
         contenders.append(Contender(student, str(path), "plain", "candidate", quant))
@@ -56,9 +56,9 @@ def candidate_project(project: Project, student: str, folder: Path) -> Project:
     settings["eval"]["questions"] = str(project.questions_path.resolve())
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / CONFIG_FILE, yaml.safe_dump(settings, sort_keys=False))
-    data = folder / "out" / "data"
+    data = data_dir(folder)
     data.parent.mkdir(parents=True, exist_ok=True)
-    target = (project.root / "out" / "data").resolve()
+    target = data_dir(project.root).resolve()
     if data.is_symlink() and Path(os.readlink(data)) != target:
         data.unlink()
     if not data.is_symlink():

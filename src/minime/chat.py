@@ -11,12 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from minime.backends import ChatBackend, Completion, Delta, Message, SamplingParams
 from minime.errors import InputError
+from minime.layout import (
+    EXPORT_MANIFEST,
+    default_quant,
+    export_dir,
+    exported_ggufs,
+    trained_model,
+)
 from minime.project import Project
+from minime.stamps import profile_changed
 
 MAX_QUESTION_CHARS = 4000
 
@@ -49,9 +56,6 @@ def system_prompt(name: str, profile: str) -> str:
 
 
 Mode = Literal["distilled", "plain", "profile-prompted"]
-
-#: Where `minime export` writes its manifest, relative to the project (as `serve` reads it).
-EXPORT_MANIFEST = Path("out/export/export.json")
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,6 @@ def choose_model(
         return ModelChoice(spec, "profile-prompted" if profile else "plain")
     manifest = project.root / EXPORT_MANIFEST
     if manifest.is_file():
-        from minime.export import default_quant, exported_ggufs
-
         files = exported_ggufs(manifest.parent)
         chosen = quant or default_quant(manifest.parent)
         if chosen not in files:
@@ -108,7 +110,7 @@ def choose_model(
     if quant is not None:
         raise InputError(f"{manifest}: no export to pick quant {quant} from (run `minime export`)")
     spec = project.config.models.chat
-    trained = project.root / "out" / "distill" / "model"
+    trained = trained_model(project.root)
     if (trained / "config.json").is_file():
         hint = (
             f"a trained student is in {trained}: `minime export {project.root}` exports it, "
@@ -120,7 +122,7 @@ def choose_model(
         spec,
         "profile-prompted",
         [
-            f"{project.root / 'out' / 'export'}: no exported student yet ({hint}); answering "
+            f"{export_dir(project.root)}: no exported student yet ({hint}); answering "
             f"with models.chat, {spec}, with the profile in its prompt"
         ],
     )
@@ -128,8 +130,6 @@ def choose_model(
 
 def profile_change_warning(project: Project) -> str | None:
     """A warning when the profile changed since the student's training data was built."""
-    from minime.build import profile_changed
-
     where = profile_changed(project)
     if where is None:
         return None

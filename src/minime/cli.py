@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from minime import layout
 from minime.config import Quantization
 from minime.errors import MinimeError
 
@@ -497,7 +498,8 @@ def distill(
     ):
         table.add_row(key, str(_num(getattr(report, key))))
     console.print(table)
-    console.print(f"model: {out / 'model'}\nreport: {out / 'report.md'}")
+    model = layout.trained_model(project.root, distill_stage(project, chosen))
+    console.print(f"model: {model}\nreport: {out / 'report.md'}")
 
 
 @app.command(short_help="Write the trained student as verified GGUF files.")
@@ -535,7 +537,7 @@ def export(
         raise typer.BadParameter("give --method or --source, not both")
     project = _open(directory)
     if method:
-        source = project.root / "out" / distill_stage(project, method.value) / "model"
+        source = layout.trained_model(project.root, distill_stage(project, method.value))
     if verify_only:
         with piped_heartbeat("export: verifying the exported files"):
             report = verify(project, source)
@@ -628,8 +630,8 @@ def eval_(
             ]
             if len(chosen) < 2:
                 raise MinimeError(
-                    f"{project.root / 'out'}: no {method.value} student to evaluate; train one "
-                    f"with `minime distill {directory} --method {method.value}`"
+                    f"{layout.out_dir(project.root)}: no {method.value} student to evaluate; "
+                    f"train one with `minime distill {directory} --method {method.value}`"
                 )
         with piped_heartbeat("eval: answering and scoring"):
             report = evaluate(project, chosen or None, judge=judge, rerun=rerun)
@@ -759,7 +761,7 @@ def build(
             f"{outcome.seconds:.0f}",
         )
     console.print(table)
-    report = project.root / "out" / "eval" / "report.json"
+    report = layout.eval_report(project.root)
     if report.is_file():
         _print_eval_summary(EvalReport.model_validate_json(report.read_text(encoding="utf-8")))
         console.print(f"evaluation: {report.with_suffix('.md')}")
@@ -881,7 +883,7 @@ def serve(
                 "chat template; add --profile to serve it with the profile"
             )
         if request_log is None and config.request_log:
-            from minime.data.collect import REQUEST_LOG
+            from minime.layout import REQUEST_LOG
 
             request_log = target / REQUEST_LOG
         run_server(resolved.path, config, request_log=request_log)

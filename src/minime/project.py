@@ -17,6 +17,7 @@ from minime.errors import ConfigError, InputError, MinimeError
 if TYPE_CHECKING:
     from minime.registry import ResolvedModel
 from minime.fileio import read_text, write_text_atomic
+from minime.layout import stage_dir
 
 PROMPT_FILE_NAMES = ("prompts.txt", "prompts.jsonl", "prompts.csv")
 
@@ -154,7 +155,7 @@ class Project:
 
     def out_dir(self, stage: str) -> Path:
         """The output folder of one stage (created on demand)."""
-        path = self.root / "out" / stage
+        path = stage_dir(self.root, stage)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from minime import layout
 from minime.fileio import write_text_atomic
 from minime.project import Project
 
@@ -25,7 +26,7 @@ PAGE = "report.html"
 
 def write_project_report(project: Project) -> Path:
     """Write `out/report.html` from the outputs under `out/`; return its path."""
-    out = project.root / "out"
+    out = layout.out_dir(project.root)
     sections = [
         _data_section(project, out / "data"),
         *_training_sections(project, out),
@@ -141,7 +142,7 @@ def _data_counts(summary: dict) -> list[list[Any]]:
 
 
 def _training_sections(project: Project, out: Path) -> list[str]:
-    reports = sorted(out.glob("distill*/report.json"))
+    reports = layout.distill_reports(project.root)
     if not reports:
         return [_missing("Training", f"minime distill {project.root}")]
     sections = []
@@ -200,11 +201,11 @@ def _training_sections(project: Project, out: Path) -> list[str]:
 
 def _export_sections(out: Path, root: Path) -> list[str]:
     sections = []
-    for path in sorted(out.glob("export*/verify.json")):
+    for path in layout.export_checks(root):
         report = _json(path)
         if not report:
             continue
-        manifest = _json(path.with_name("export.json")) or {}
+        manifest = _json(path.with_name(layout.EXPORT_JSON)) or {}
         sizes = {f.get("quant"): f.get("size") for f in manifest.get("files", [])}
         verdict = "passed" if report.get("passed") else "FAILED"
         parts = [f"<h2>Export checks: {_e(path.parent.name)} ({verdict})</h2>"]
@@ -237,7 +238,7 @@ def _export_sections(out: Path, root: Path) -> list[str]:
 
 
 def _eval_section(folder: Path, root: Path) -> str:
-    path = folder / "report.json"
+    path = folder / layout.REPORT_JSON
     if not path.exists():
         return _missing("Evaluation", f"minime eval {root}")
     from minime.eval import EvalReport

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from minime import layout
 from minime.backends import LazyBackend
 from minime.errors import InputError
 from minime.fileio import write_text_atomic
@@ -25,8 +26,8 @@ FILES = {
     "dedup": "deduped.jsonl",
     "respond": "responses.jsonl",
     "cover": "covered.jsonl",
-    "train": "train.jsonl",
-    "val": "val.jsonl",
+    "train": layout.TRAIN,
+    "val": layout.VAL,
 }
 
 

@@ -20,10 +20,8 @@ from minime.config import CONFIG_FILE
 from minime.data.records import PromptRecord
 from minime.errors import InputError
 from minime.jsonl import read_jsonl, write_jsonl
+from minime.layout import REQUEST_LOG
 from minime.project import Project
-
-REQUEST_LOG = Path("out/serve/requests.jsonl")
-"""The request log of `minime serve`, relative to the project root."""
 
 CSV_COLUMNS = ("question", "prompt", "text")
 """Accepted names of a CSV file's prompt column (case-insensitive), in order of preference."""

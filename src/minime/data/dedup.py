@@ -28,7 +28,7 @@ from minime.data.records import CATEGORIES, SOURCES, PromptRecord, read_records
 from minime.errors import ConfigError
 from minime.fileio import atomic_open, write_text_atomic
 from minime.jsonl import write_jsonl
-from minime.registry import resolve
+from minime.neardup import encode, min_similarity
 
 REPORT_FILE = "dedup_report.json"
 PLOT_FILE = "dedup_thresholds.png"
@@ -39,10 +39,6 @@ EMBEDDINGS_META_FILE = "embeddings.json"
 CURVE_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 + 0.025 * i, 3) for i in range(15))
 LARGEST_CLUSTERS = 10
 
-# float32 dot products of unit vectors are off by about 1e-7, so a pair that sits exactly
-# at the threshold (or two copies of one prompt at threshold 0) would otherwise land on
-# either side of it by rounding.
-_TOLERANCE = 1e-6
 # Similarities computed per block of rows: rows x n float32 stays near 64 MB at any n.
 _BLOCK_FLOATS = 16 * 1024 * 1024
 
@@ -177,24 +173,6 @@ def _embeddings(
     return embeddings, sum(r.id not in cached for r in records)
 
 
-def encode(texts: list[str], embedder: str) -> np.ndarray:
-    """Embed `texts` with a local sentence-transformers model, normalised, with a progress bar."""
-    model = resolve(embedder)
-    if model.kind != "sentence-transformers":
-        raise ConfigError(
-            f"{embedder}: a {model.kind} model; dedup needs a sentence-transformers encoder "
-            "such as all-minilm-l6-v2"
-        )
-    from sentence_transformers import SentenceTransformer
-
-    # local_files_only: a folder that lacks a file must fail here, never start a download.
-    encoder = SentenceTransformer(str(model.path), device="cpu", local_files_only=True)
-    vectors = encoder.encode(
-        texts, batch_size=64, show_progress_bar=True, normalize_embeddings=True
-    )
-    return np.asarray(vectors, dtype=np.float32)
-
-
 def _load_cache(report_dir: Path, embedder: str) -> tuple[list[str], np.ndarray] | None:
     """The cached ids and embedding rows; None if missing, unreadable or by another embedder."""
     try:
@@ -259,7 +237,7 @@ def _find_neighbours(
     """
     n = len(embeddings)
     unit = _normalise(np.asarray(embeddings, dtype=np.float32))
-    min_sim = 1.0 - max_distance - _TOLERANCE
+    min_sim = min_similarity(max_distance)
     block = max(1, _BLOCK_FLOATS // max(n, 1))
     found: tuple[list[np.ndarray], ...] = ([], [], [])
     with Progress(transient=True, disable=not progress) as bar:
@@ -386,7 +364,7 @@ def _leaders(
     nb, n = neighbours, neighbours.n
     if nb.max_distance < threshold:
         raise ValueError("neighbours were searched at a smaller distance than the threshold")
-    within = nb.sims >= 1.0 - threshold - _TOLERANCE
+    within = nb.sims >= min_similarity(threshold)
     linked_sims = np.where(within, nb.sims, 0.0)
     centrality = np.bincount(nb.first, weights=linked_sims, minlength=n) + np.bincount(
         nb.second, weights=linked_sims, minlength=n

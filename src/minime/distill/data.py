@@ -16,12 +16,10 @@ The teacher's stored top-k log-probs are attached to the student positions they 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from minime.errors import InputError
-from minime.jsonl import read_jsonl
+from minime.student import chat_prompt_ids
 
 IGNORE = -100
 
@@ -39,32 +37,6 @@ class Example:
     teacher_input_ids: list[int] | None = None
     teacher_positions: dict[int, int] = field(default_factory=dict)
     row: dict = field(default_factory=dict)
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Training rows; each must have a user message followed by an assistant message.
-
-    :raises InputError: naming the file, line and field of a malformed row.
-    """
-    if not path.is_file():
-        raise InputError(f"{path}: missing; run `minime data` first")
-    rows = []
-    for number, row in read_jsonl(path):
-        messages = row.get("messages")
-        if not isinstance(messages, list) or len(messages) < 2:
-            raise InputError(f'{path}:{number}: field "messages": expected a user and an answer')
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-                raise InputError(
-                    f'{path}:{number}: field "messages.{i}.content": expected a string'
-                )
-        if messages[-1].get("role") != "assistant":
-            raise InputError(
-                f'{path}:{number}: field "messages.{len(messages) - 1}.role": '
-                "the last message must be the assistant's answer"
-            )
-        rows.append(row)
-    return rows
 
 
 def same_vocabulary(tokenizer, rows: list[dict], sample: int = 50) -> bool:
@@ -141,20 +113,6 @@ def encode_row(
             start - 1 + i: start - 1 + i + shift for i in range(len(completion))
         }
     return example
-
-
-def end_of_turn_text(tokenizer) -> str:
-    """The text the chat template writes after an assistant answer (end-of-turn marker)."""
-    marker = "\x00ANSWER\x00"
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    return text.split(marker, 1)[1]
-
-
-def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of `messages` through the chat template, ready for the assistant's answer."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _teacher_top(logprobs: dict, answer: str, start: int, offsets) -> dict:

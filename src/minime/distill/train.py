@@ -18,23 +18,24 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
+from minime import layout
 from minime.bank import DECLINE_CATEGORIES
 from minime.chat import system_prompt
 from minime.config import DistillConfig
-from minime.distill.data import (
-    chat_prompt_ids,
-    collate,
-    encode_row,
-    end_of_turn_text,
-    read_rows,
-    same_vocabulary,
-)
-from minime.distill.student import end_of_turn_ids, load_student, student_folder
+from minime.distill.data import collate, encode_row, same_vocabulary
 from minime.errors import InputError
 from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl
 from minime.project import Project
 from minime.recall import key_terms, recalls
+from minime.rows import read_rows
+from minime.student import (
+    chat_prompt_ids,
+    end_of_turn_ids,
+    end_of_turn_text,
+    load_student,
+    student_folder,
+)
 
 #: Tokens generated per answer when measuring fact recall.
 RECALL_MAX_TOKENS = 64
@@ -91,11 +92,12 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
     )
 
     config = project.config.distill
-    data_dir, out = project.out_dir("data"), project.out_dir(distill_stage(project, method))
+    out = project.out_dir(distill_stage(project, method))
     if method:
         config = config.model_copy(update={"method": method})
-    train_rows = read_rows(data_dir / "train.jsonl")
-    val_rows = read_rows(data_dir / "val.jsonl") if (data_dir / "val.jsonl").exists() else []
+    train_path, val_path = layout.train_file(project.root), layout.val_file(project.root)
+    train_rows = read_rows(train_path)
+    val_rows = read_rows(val_path) if val_path.exists() else []
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -125,7 +127,7 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
     train_set, skipped_train = encode(train_rows)
     val_set, skipped_val = encode(val_rows)
     if not train_set:
-        raise InputError(f"{data_dir / 'train.jsonl'}: no row fits in {config.max_length} tokens")
+        raise InputError(f"{train_path}: no row fits in {config.max_length} tokens")
     top_k = max((len(ids) for e in train_set for ids, _ in e.teacher_top.values()), default=1)
 
     model, context_teacher = _prepare(model, folder, config, mode, end_ids)
@@ -222,7 +224,7 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
         epochs=trainer.state.epoch or 0.0,
         best_step=_best_step(trainer.state),
     )
-    write_text_atomic(out / "report.json", report.model_dump_json(indent=2) + "\n")
+    write_text_atomic(out / layout.REPORT_JSON, report.model_dump_json(indent=2) + "\n")
     _plot_curves(report.history, out / "loss_curve.png")
     write_text_atomic(out / "report.md", _markdown(report))
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -363,7 +365,7 @@ def _save_outputs(model, tokenizer, folder: Path, out: Path, config, project, mo
         tokenizer.save_pretrained(tmp)
         (tmp / "minime.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-    _atomic_folder(out / "model", save)
+    _atomic_folder(out / layout.MODEL, save)
     if merged is model:
         model.to(torch.float32)
 

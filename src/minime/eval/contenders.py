@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from minime.layout import default_quant, export_manifests, exported_ggufs, trained_models
 from minime.project import Project
 from minime.registry import resolve
 
@@ -96,19 +97,16 @@ def default_contenders(project: Project) -> list[Contender]:
 
     :raises InputError: naming the file and field, if an export.json lists a missing file.
     """
-    from minime.export import exported_ggufs
-
-    out = project.root / "out"
     contenders = [baseline(project)]
     exported = set()
-    for manifest in sorted(out.glob("export*/export.json")):
+    for manifest in export_manifests(project.root):
         folder = manifest.parent
         method = _method(folder.name.removeprefix("export"), manifest)
         for quant, path in exported_ggufs(folder).items():
             label = f"{method} {quant}"
             contenders.append(Contender(label, str(path), "plain", method, quant))
         exported.add("distill" + folder.name.removeprefix("export"))
-    for model in sorted(out.glob("distill*/model")):
+    for model in trained_models(project.root):
         if model.parent.name in exported or not (model / "config.json").is_file():
             continue
         method = _method(model.parent.name.removeprefix("distill"), model / "minime.json")
@@ -128,8 +126,6 @@ def _method(suffix: str, metadata: Path) -> str:
 def recommended_quant(folder: Path) -> str:
     """The quantization an export folder recommends (`default` in its export.json), else the
     first it has."""
-    from minime.export import default_quant, exported_ggufs
-
     files = exported_ggufs(folder)
     default = default_quant(folder)
     return default if default in files else next(iter(files))

@@ -35,6 +35,7 @@ from minime.eval.questions import (
 )
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify
+from minime.layout import data_dir
 from minime.project import Project
 from minime.tasks import run_tasks, task_key
 
@@ -90,13 +91,13 @@ def question_set(
     (`data.dedup_threshold`, `models.embedder`) of a training prompt in `out/data/` or of a
     question kept before it is dropped. Writes `out/questions.jsonl` and `out/rejected.jsonl`.
 
-    :param encode: the sentence encoder, `minime.data.dedup.encode` by default.
+    :param encode: the sentence encoder, `minime.neardup.encode` by default.
     :raises InputError: if the persona's file is malformed, or there are no questions.
     """
     config = project.config
     path = project.questions_path
     persona = load_questions(path) if path.is_file() else []
-    training = training_prompts(project.root / "out" / "data")
+    training = training_prompts(data_dir(project.root))
     generated: list[EvalQuestion] = []
     rejected: list[Rejected] = []
     persona_near: list[str] = []

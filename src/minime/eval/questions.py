@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from minime.errors import InputError
 from minime.jsonl import read_jsonl
+from minime.neardup import encode, is_near
 from minime.tasks import task_key
 
 Category = Literal[
@@ -165,8 +166,8 @@ def _prompts_of(record: dict) -> Iterator[str]:
 
 
 class NoveltyFilter:
-    """Admits questions that are new: farther than `threshold` (cosine distance, the dedup
-    stage's measure) from every training prompt and every question admitted before."""
+    """Admits questions that are new: not near duplicates (`minime.neardup`, at `threshold`)
+    of any training prompt or question admitted before."""
 
     def __init__(self, training: list[str], embedder: str, threshold: float, encode=None):
         self.training = training
@@ -179,8 +180,6 @@ class NoveltyFilter:
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         if self._encode is None:
-            from minime.data.dedup import encode
-
             self._encode = encode
         if self._trained is None:  # one encoder call for the training prompts and the first batch
             vectors = self._encode(texts + self.training, self.embedder)
@@ -238,14 +237,14 @@ class NoveltyFilter:
             return None
         similarity = self._trained @ vector
         best = int(similarity.argmax())
-        return self.training[best] if 1 - similarity[best] < self.threshold else None
+        return self.training[best] if is_near(similarity[best], self.threshold) else None
 
     def _closest_kept(self, vector: np.ndarray) -> str | None:
         if not self._kept:
             return None
         similarity = np.stack(self._kept) @ vector
         best = int(similarity.argmax())
-        return self._kept_texts[best] if 1 - similarity[best] < self.threshold else None
+        return self._kept_texts[best] if is_near(similarity[best], self.threshold) else None
 
     def _keep(self, text: str, vector: np.ndarray) -> None:
         self._kept.append(vector)

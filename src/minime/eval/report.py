@@ -11,6 +11,7 @@ from pathlib import Path
 
 from minime.eval.questions import CATEGORIES
 from minime.fileio import write_text_atomic
+from minime.layout import REPORT_JSON
 
 #: Plot file -> the contender field on its x axis.
 PLOTS = {"score_vs_size.png": "size_bytes", "score_vs_speed.png": "tokens_per_second"}
@@ -48,7 +49,7 @@ def summary_rows(report) -> list[list[str]]:
 
 def write_report(report, out: Path) -> None:
     """Write report.json, the plots, report.md and report.html into `out`."""
-    write_text_atomic(out / "report.json", report.model_dump_json(indent=2) + "\n")
+    write_text_atomic(out / REPORT_JSON, report.model_dump_json(indent=2) + "\n")
     for name, field in PLOTS.items():
         _plot(report, field, out / name)
     write_text_atomic(out / "report.md", _markdown(report))

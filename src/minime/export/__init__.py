@@ -3,9 +3,7 @@
 from minime.export.stage import (
     ExportResult,
     VerificationFailed,
-    default_quant,
     export,
-    exported_ggufs,
 )
 from minime.export.stage import verify_export as verify
 from minime.export.verify import VerifyReport
@@ -14,8 +12,6 @@ __all__ = [
     "ExportResult",
     "VerificationFailed",
     "VerifyReport",
-    "default_quant",
     "export",
-    "exported_ggufs",
     "verify",
 ]

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from minime.jsonl import read_jsonl
+from minime.layout import data_outputs, eval_report
 from minime.project import Project
 
 #: general.license values of the bundled bases, and what they mean.
@@ -85,10 +86,8 @@ def _model_name(file_name: str) -> str:
 
 
 def _data_lines(project: Project) -> list[str]:
-    data = project.root / "out" / "data"
     lines = []
-    for split in ("train", "val"):
-        path = data / f"{split}.jsonl"
+    for split, path in zip(("train", "val"), data_outputs(project.root), strict=True):
         if not path.is_file():
             continue
         categories = Counter(row.get("category") or "other" for _, row in read_jsonl(path))
@@ -153,7 +152,7 @@ def _evaluation_lines(project: Project) -> list[str]:
     """Top-level figures of `out/eval/report.json`, when `minime eval` has run."""
     import json
 
-    path = project.root / "out" / "eval" / "report.json"
+    path = eval_report(project.root)
     if not path.is_file():
         return []
     report = json.loads(path.read_text(encoding="utf-8"))

@@ -28,10 +28,19 @@ from minime.export.convert import ExportError, quantize, write_f16_gguf
 from minime.export.ollama import TurnFormat, modelfile
 from minime.export.verify import VerifyReport, verify_files
 from minime.fileio import file_sha256, write_text_atomic
+from minime.layout import (
+    EXPORT_JSON,
+    REPORT_JSON,
+    VERIFY_JSON,
+    export_dir,
+    exported_ggufs,
+    read_json,
+    train_file,
+    trained_model,
+    val_file,
+)
 from minime.project import Project
-
-EXPORT_JSON = "export.json"
-VERIFY_JSON = "verify.json"
+from minime.rows import read_rows
 
 
 class VerificationFailed(MinimeError):
@@ -59,7 +68,7 @@ def export(project: Project, source: Path | None = None, verify: bool = True) ->
     """
     from transformers import AutoTokenizer
 
-    from minime.distill.data import end_of_turn_text
+    from minime.student import end_of_turn_text
 
     settings = project.config.export
     source = _source(project, source)
@@ -70,7 +79,7 @@ def export(project: Project, source: Path | None = None, verify: bool = True) ->
     paths = {"f16": folder / f"{name}.f16.gguf"}
     paths |= {quant: folder / f"{name}.{quant}.gguf" for quant in settings.quantizations}
     fingerprint = _fingerprint(source, [name, settings.default, *settings.quantizations])
-    previous = _read_json(folder / EXPORT_JSON)
+    previous = read_json(folder / EXPORT_JSON)
     reused = _up_to_date(previous, folder, fingerprint)
     if reused:
         base_info = previous["base"]
@@ -140,17 +149,14 @@ def verify_export(project: Project, source: Path | None = None) -> VerifyReport:
     :raises InputError: if nothing was exported from `source` yet.
     :raises VerificationFailed: if a check failed, naming each failure.
     """
-    from minime.distill.data import read_rows
-
     settings, chat = project.config.export, project.config.chat
     source = _source(project, source)
     folder = export_folder(project, source)
     files = exported_ggufs(folder)
     if "f16" not in files:
         raise InputError(f"{folder / EXPORT_JSON}: lists no f16 file; run `minime export` again")
-    data = project.root / "out" / "data"
-    train_rows = read_rows(data / "train.jsonl")
-    val_path = data / "val.jsonl"
+    train_rows = read_rows(train_file(project.root))
+    val_path = val_file(project.root)
     val_rows = read_rows(val_path) if val_path.is_file() else []
     prompts = val_rows or train_rows
     if settings.verify_prompts:
@@ -169,7 +175,7 @@ def verify_export(project: Project, source: Path | None = None) -> VerifyReport:
         threads=settings.threads,
     )
     _write_json(folder / VERIFY_JSON, json.loads(report.model_dump_json()))
-    manifest = _read_json(folder / EXPORT_JSON)
+    manifest = read_json(folder / EXPORT_JSON)
     manifest["verified"] = report.passed
     _write_json(folder / EXPORT_JSON, manifest)
     if not report.passed:
@@ -179,43 +185,21 @@ def verify_export(project: Project, source: Path | None = None) -> VerifyReport:
     return report
 
 
-def exported_ggufs(folder: Path) -> dict[str, Path]:
-    """The exported GGUF files in `folder`, quantization -> path, from its `export.json`.
-
-    :raises InputError: if the folder has no export.json (run `minime export`) or a listed
-        file is missing.
-    """
-    manifest_path = Path(folder) / EXPORT_JSON
-    if not manifest_path.is_file():
-        raise InputError(f"{manifest_path}: missing; run `minime export` first")
-    manifest = _read_json(manifest_path)
-    files = {}
-    for number, entry in enumerate(manifest.get("files", [])):
-        path = Path(folder) / entry["path"]
-        if not path.is_file():
-            raise InputError(f'{manifest_path}: field "files.{number}.path": {path} is missing')
-        files[entry["quant"]] = path
-    return files
-
-
-def default_quant(folder: Path) -> str | None:
-    """The quantization `folder/export.json` names as the one to serve, if it names one."""
-    default = (_read_json(Path(folder) / EXPORT_JSON) or {}).get("default")
-    return default if isinstance(default, str) else None
-
-
 def export_folder(project: Project, source: Path) -> Path:
     """`out/export` for `out/distill/model`, `out/export-<m>` for `out/distill-<m>/model`,
     `out/export-<folder>` for a model elsewhere."""
     parent = Path(source).resolve().parent.name
     if parent == "distill":
-        return project.out_dir("export")
-    suffix = parent.removeprefix("distill-") if parent.startswith("distill-") else _slug(parent)
-    return project.out_dir(f"export-{suffix}")
+        suffix = None
+    else:
+        suffix = parent.removeprefix("distill-") if parent.startswith("distill-") else _slug(parent)
+    folder = export_dir(project.root, suffix)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _source(project: Project, source: Path | None) -> Path:
-    source = Path(source) if source else project.root / "out" / "distill" / "model"
+    source = Path(source) if source else trained_model(project.root)
     if not (source / "minime.json").is_file():
         hint = "run `minime distill` first" if not source.exists() else "not trained by minime"
         raise InputError(f"{source / 'minime.json'}: missing; {hint}")
@@ -223,7 +207,7 @@ def _source(project: Project, source: Path | None) -> Path:
 
 
 def _student_meta(source: Path) -> dict:
-    meta = _read_json(source / "minime.json")
+    meta = read_json(source / "minime.json")
     for field in ("chat_template", "end_of_turn_ids"):
         if not meta.get(field):
             raise InputError(f'{source / "minime.json"}: field "{field}" is missing or empty')
@@ -303,15 +287,6 @@ def _file_entry(folder: Path, quant: str, path: Path) -> dict:
     }
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from exc
-
-
 def _write_json(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
@@ -321,8 +296,8 @@ def _write_card(project: Project, folder: Path, source: Path) -> None:
         folder / "README.md",
         model_card(
             project,
-            manifest=_read_json(folder / EXPORT_JSON) or {},
-            verify=_read_json(folder / VERIFY_JSON),
-            distill=_read_json(source.parent / "report.json"),
+            manifest=read_json(folder / EXPORT_JSON) or {},
+            verify=read_json(folder / VERIFY_JSON),
+            distill=read_json(source.parent / REPORT_JSON),
         ),
     )

@@ -98,8 +98,8 @@ def verify_files(
 
 
 def _verify(files, source, train_rows, val_rows, params, threads, started) -> VerifyReport:
-    from minime.distill.data import chat_prompt_ids, end_of_turn_text
-    from minime.distill.student import end_of_turn_ids, load_student
+    # minime.student loads torch and transformers: `import minime.export` stays light.
+    from minime.student import chat_prompt_ids, end_of_turn_ids, end_of_turn_text, load_student
 
     model, tokenizer = load_student(source)
     model.eval()
@@ -272,7 +272,7 @@ def _metadata(path: Path, template: str, end_ids: list[int]) -> dict:
 def _tokenizer_check(path: Path, tokenizer, rows, threads, progress) -> dict:
     """Training prompts through the GGUF's own template and tokenizer vs the trained ids."""
     from minime.backends.llamacpp import LlamaCppBackend
-    from minime.distill.data import chat_prompt_ids
+    from minime.student import chat_prompt_ids
 
     llm = _tokenizer_of(path)
     prompt_mismatches, text_mismatches, examples = 0, 0, []

@@ -37,11 +37,14 @@ from pydantic import BaseModel, Field
 from minime.config import CloudRunConfig
 from minime.errors import InputError
 from minime.fileio import write_text_atomic
+from minime.layout import EXPORT_MANIFEST
 from minime.project import Project
 from minime.registry import resolve
-from minime.serve.model import EXPORT_MANIFEST, exported_gguf
+from minime.serve.model import exported_gguf
 
 PORT = 8080
+#: The build context's folder for a GGUF that is not an export (the chat model).
+CONTEXT_MODEL_DIR = "model"
 LLAMA_CMAKE_ARGS = "-DGGML_NATIVE=OFF"
 """The image's llama.cpp build flags (portable); a cached wheel is reused only if built so."""
 SERVING_PACKAGES = (
@@ -94,7 +97,7 @@ def deploy(project: Project, *, quant: str | None = None) -> DeployReport:
             raise InputError(f"{manifest}: no export to pick quant {quant} from")
         mode = "profile-prompted"
         source = _chat_gguf(project)
-        model = Path("model") / source.name
+        model = Path(CONTEXT_MODEL_DIR) / source.name
         (out / "project" / EXPORT_MANIFEST).unlink(missing_ok=True)
         args = ["--model", model.as_posix(), "--profile", *args]  # the profile in its prompt
     _place_model(source, out, model)

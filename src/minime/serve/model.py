@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING
 from minime.backends import ChatBackend, Message, SamplingParams, load_backend
 from minime.config import ChatConfig, ServeConfig
 from minime.errors import InputError
+from minime.layout import EXPORT_JSON, EXPORT_MANIFEST, default_quant, exported_ggufs
 from minime.project import Project
 
 if TYPE_CHECKING:
     from minime.serve.engine import Speed
-
-EXPORT_MANIFEST = Path("out/export/export.json")
-"""The manifest `minime export` writes, relative to the project root."""
 
 
 @dataclass
@@ -57,10 +55,8 @@ def exported_gguf(folder: Path, quant: str | None = None) -> Path:
 
     :raises InputError: if the manifest is missing or unreadable, or names no such quant.
     """
-    from minime.export import default_quant, exported_ggufs
-
     files = exported_ggufs(folder)
-    manifest = folder / "export.json"
+    manifest = folder / EXPORT_JSON
     quant = quant or default_quant(folder)
     if quant is None:
         raise InputError(f'{manifest}: field "default" missing')

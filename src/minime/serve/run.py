@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from minime.config import ServeConfig
-from minime.data.collect import REQUEST_LOG
 from minime.errors import ConfigError
+from minime.layout import REQUEST_LOG
 from minime.project import Project
 
 MAX_CONNECTIONS = 256

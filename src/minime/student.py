@@ -1,4 +1,5 @@
-"""The student as a trainable Hugging Face folder, converted once from a GGUF when needed.
+"""The student as a trainable Hugging Face folder, converted once from a GGUF when needed,
+and its chat template's turn markers (distill trains through them, export checks them).
 
 `minime distill` trains with transformers, which needs dense weights and a tokenizer with a
 chat template. A Hugging Face folder is used as it is. A GGUF (a path, or a bundled name such
@@ -138,6 +139,20 @@ def end_of_turn_ids(tokenizer) -> list[int]:
         ):
             ids.add(token_id)
     return sorted(ids)
+
+
+def end_of_turn_text(tokenizer) -> str:
+    """The text the chat template writes after an assistant answer (end-of-turn marker)."""
+    marker = "\x00ANSWER\x00"
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return text.split(marker, 1)[1]
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` through the chat template, ready for the assistant's answer."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def load_student(folder: Path, dtype: torch.dtype = torch.float32):
