@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from minime import layout
+from minime.build import STAGES
 from minime.config import Quantization
 from minime.errors import MinimeError
 
@@ -50,8 +51,8 @@ class Method(StrEnum):
 
 
 Quant = Enum("Quant", {q: q for q in get_args(Quantization)}, type=str)  # type: ignore[misc]
-#: The stages of `minime build`, in order (minime.build.STAGES).
-Stage = Enum("Stage", {s: s for s in ("data", "distill", "export", "eval")}, type=str)  # type: ignore[misc]
+#: The stages of `minime build`, in order.
+Stage = Enum("Stage", {s: s for s in STAGES}, type=str)  # type: ignore[misc]
 
 MethodOption = Annotated[
     Method | None,

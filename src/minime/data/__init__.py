@@ -7,16 +7,21 @@ collect -> augment -> edge -> dedup -> respond -> cover -> split, then `report.m
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from minime import layout
 from minime.backends import LazyBackend
+from minime.config import DataConfig, ModelsConfig
+from minime.data import augment, collect, cover, dedup, edge, respond, split
+from minime.data.report import write_report
 from minime.errors import InputError
 from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.project import Project
-
-STEPS = ("collect", "augment", "edge", "dedup", "respond", "cover", "split")
 
 FILES = {
     "collect": "collected.jsonl",
@@ -50,97 +55,140 @@ class _Models:
             backend.close()
 
 
+@dataclass
+class _Run:
+    """What a step reads: the project, its settings, the files by key and the models."""
+
+    project: Project
+    out: Path
+    path: dict[str, Path]
+    models: _Models
+
+    @property
+    def config(self) -> DataConfig:
+        return self.project.config.data
+
+    @property
+    def specs(self) -> ModelsConfig:
+        return self.project.config.models
+
+    def generators(self) -> list[LazyBackend]:
+        return [self.models.get(spec) for spec in self.specs.generators]
+
+    def teacher(self) -> LazyBackend:
+        return self.models.get(self.specs.teacher)
+
+
+def _collect(run: _Run) -> BaseModel:
+    return collect.collect(run.project, run.path["collect"])
+
+
+def _augment(run: _Run) -> BaseModel:
+    return augment.augment(
+        run.project, run.path["collect"], run.path["augment"], run.generators(), run.config
+    )
+
+
+def _edge(run: _Run) -> BaseModel:
+    return edge.edge_cases(run.project, run.path["edge"], run.generators(), run.config)
+
+
+def _dedup(run: _Run) -> BaseModel:
+    _merge_prompts(run.path)
+    return dedup.dedup(
+        run.path["prompts"],
+        run.path["dedup"],
+        run.out,
+        embedder=run.specs.embedder,
+        threshold=run.config.dedup_threshold,
+    )
+
+
+def _respond(run: _Run) -> BaseModel:
+    teacher = run.teacher()
+    return respond.respond(
+        run.project,
+        run.path["dedup"],
+        run.path["respond"],
+        teacher,
+        run.config,
+        judge=teacher,
+        embedder=run.specs.embedder,
+    )
+
+
+def _cover(run: _Run) -> BaseModel:
+    generators, teacher = run.generators(), run.teacher()
+    return cover.cover(
+        run.project,
+        run.path["respond"],
+        run.path["cover"],
+        generators,
+        teacher,
+        run.specs.embedder,
+        run.config,
+        judge=teacher if run.config.judge else None,
+    )
+
+
+def _split(run: _Run) -> BaseModel:
+    config = run.config
+    return split.split(
+        run.path["cover"],
+        run.path["train"],
+        run.path["val"],
+        config.val_fraction,
+        config.seed,
+        config.followups,
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One data step: its name, the earlier steps' files it reads (keys of FILES), and the
+    function that runs it and returns its report."""
+
+    name: str
+    needs: tuple[str, ...]
+    run: Callable[[_Run], BaseModel]
+
+
+DATA_STEPS: tuple[Step, ...] = (
+    Step("collect", (), _collect),
+    Step("augment", ("collect",), _augment),
+    Step("edge", (), _edge),
+    Step("dedup", ("collect", "augment", "edge"), _dedup),
+    Step("respond", ("dedup",), _respond),
+    Step("cover", ("respond",), _cover),
+    Step("split", ("cover",), _split),
+)
+STEPS = tuple(step.name for step in DATA_STEPS)
+_BY_NAME = {step.name: step for step in DATA_STEPS}
+
+
 def build_dataset(project: Project, steps: tuple[str, ...] = STEPS) -> dict:
     """Run the given steps (default: all) and write `out/data/report.md`; return the summary.
 
     :raises InputError: if a step's input from an earlier step is missing.
     """
-    from minime.data.augment import augment
-    from minime.data.collect import collect
-    from minime.data.cover import cover
-    from minime.data.dedup import dedup
-    from minime.data.edge import edge_cases
-    from minime.data.respond import respond
-    from minime.data.split import split
-
     out = project.out_dir("data")
-    path = {key: out / name for key, name in FILES.items()}
-    config, models_config = project.config.data, project.config.models
+    run = _Run(project, out, {key: out / name for key, name in FILES.items()}, _Models(project))
     summary = _read_summary(out / "summary.json", steps)
-    models = _Models(project)
     try:
-        for step in steps:
-            _require_inputs(step, path)
-            if step == "collect":
-                report = collect(project, path["collect"])
-            elif step == "augment":
-                generators = [models.get(spec) for spec in models_config.generators]
-                report = augment(project, path["collect"], path["augment"], generators, config)
-            elif step == "edge":
-                generators = [models.get(spec) for spec in models_config.generators]
-                report = edge_cases(project, path["edge"], generators, config)
-            elif step == "dedup":
-                _merge_prompts(path)
-                report = dedup(
-                    path["prompts"],
-                    path["dedup"],
-                    out,
-                    embedder=models_config.embedder,
-                    threshold=config.dedup_threshold,
-                )
-            elif step == "respond":
-                teacher = models.get(models_config.teacher)
-                report = respond(
-                    project,
-                    path["dedup"],
-                    path["respond"],
-                    teacher,
-                    config,
-                    judge=teacher,
-                    embedder=models_config.embedder,
-                )
-            elif step == "cover":
-                generators = [models.get(spec) for spec in models_config.generators]
-                teacher = models.get(models_config.teacher)
-                report = cover(
-                    project,
-                    path["respond"],
-                    path["cover"],
-                    generators,
-                    teacher,
-                    models_config.embedder,
-                    config,
-                    judge=teacher if config.judge else None,
-                )
-            else:
-                report = split(
-                    path["cover"],
-                    path["train"],
-                    path["val"],
-                    config.val_fraction,
-                    config.seed,
-                    config.followups,
-                )
-            summary[step] = json.loads(report.model_dump_json())
+        for name in steps:
+            step = _BY_NAME[name]
+            _require_inputs(step, run.path)
+            summary[name] = json.loads(step.run(run).model_dump_json())
     finally:
-        models.close()
+        run.models.close()
     write_text_atomic(out / "config.json", project.config.model_dump_json(indent=2))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    from minime.data.report import write_report
-
     write_report(project, out, summary)
     return summary
 
 
-def _require_inputs(step: str, path: dict[str, Path]) -> None:
-    needs = {
-        "augment": ["collect"],
-        "dedup": ["collect", "augment", "edge"],
-        "respond": ["dedup"],
-        "cover": ["respond"],
-        "split": ["cover"],
-    }.get(step, [])
-    for key in needs:
+def _require_inputs(step: Step, path: dict[str, Path]) -> None:
+    for key in step.needs:
         if not path[key].exists():
             raise InputError(
                 f"{path[key]}: missing; run `minime data {key}` first (or `minime data DIR`)"
