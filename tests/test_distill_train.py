@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl
 from minime.distill import distill
 from minime.distill import train as train_module
 from minime.distill import trainer as trainer_module
-from minime.distill.data import IGNORE, collate, encode_row
+from minime.distill.data import collate, encode_row
+from minime.distill.losses import IGNORE_INDEX as IGNORE
 from minime.distill.trainer import PACE_STEPS, TimeBudget, cosine_factor
 from minime.errors import InputError
 from minime.jsonl import write_jsonl

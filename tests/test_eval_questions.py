@@ -9,9 +9,10 @@ import pytest
 
 from minime.backends import ChatBackend, Delta, Usage
 from minime.errors import InputError
-from minime.eval.generate import question_set, term_pattern
+from minime.eval.generate import question_set
 from minime.eval.questions import CATEGORIES, load_questions
 from minime.project import Project
+from minime.recall import term_pattern
 
 PROFILE = """\
 # Ada Example

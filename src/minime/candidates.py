@@ -12,7 +12,6 @@ profile-prompted baseline answer the same questions; the report goes to
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import yaml
@@ -22,7 +21,7 @@ from minime.config import CONFIG_FILE
 from minime.eval import Contender, EvalReport, evaluate
 from minime.eval.contenders import baseline, recommended_quant
 from minime.fileio import write_text_atomic
-from minime.layout import data_dir, export_dir, exported_ggufs
+from minime.layout import data_dir, export_dir, exported_ggufs, slug
 from minime.project import Project
 
 
@@ -36,7 +35,9 @@ def compare_candidates(
     root = project.out_dir("eval") / "candidates"
     contenders = [baseline(project)]
     for student in students or project.config.eval.candidates:
-        candidate = candidate_project(project, student, root / _slug(student))
+        candidate = candidate_project(
+            project, student, root / slug(Path(student).name if os.sep in student else student)
+        )
         build(candidate, ("distill", "export"))
         folder = export_dir(candidate.root)
         quant = recommended_quant(folder)
@@ -64,7 +65,3 @@ def candidate_project(project: Project, student: str, folder: Path) -> Project:
     if not data.is_symlink():
         data.symlink_to(target, target_is_directory=True)
     return Project.open(folder)
-
-
-def _slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(spec).name if os.sep in spec else spec)

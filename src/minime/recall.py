@@ -5,6 +5,9 @@ fact's key terms are the words the fact and the reference share (numbers, names 
 content words: what the question actually asked for); a student answer recalls the fact
 when it contains every number among them and most of the rest. No model is needed, so
 it runs at every evaluation.
+
+The same matching serves the evaluation: `term_pattern` turns a key term into a
+`must_contain` pattern, and `find` / `missing` are the one `must_contain` check.
 """
 
 from __future__ import annotations
@@ -48,7 +51,33 @@ def recalls(answer: str, keys: set[str]) -> bool:
     return found >= MIN_TERM_SHARE * len(words)
 
 
+def stem(term: str) -> str:
+    """The part of a key term an answer must contain: a word of five letters or more loses
+    up to two final letters (lead/leads, sing/singing); numbers and short words stay."""
+    return term if term[0].isdigit() or len(term) < 5 else term[: max(4, len(term) - 2)]
+
+
+def term_pattern(term: str) -> str:
+    """A pattern for one key term, as `recalls` matches terms: a number with any thousands
+    separator, or a word by its stem."""
+    if term[0].isdigit():
+        digits = re.sub(r"\D", "", term)
+        return r"(?<![\d])" + r"[,. ]?".join(digits) + r"(?![\d])"
+    return rf"(?<!\w){re.escape(stem(term))}"
+
+
+def find(pattern: str, answer: str) -> str | None:
+    """The text a `must_contain` or `must_not_contain` pattern matches in `answer`
+    (case-insensitive), or None."""
+    found = re.search(pattern, answer, re.IGNORECASE)
+    return found.group(0) if found else None
+
+
+def missing(patterns: list[str], answer: str) -> list[str]:
+    """The `must_contain` patterns that `answer` does not match."""
+    return [pattern for pattern in patterns if find(pattern, answer) is None]
+
+
 def _contains(text: str, term: str) -> bool:
-    """`term` in `text` as a word, allowing simple inflections (lead/leads, sing/singing)."""
-    stem = term if term[0].isdigit() or len(term) < 5 else term[: max(4, len(term) - 2)]
-    return re.search(rf"(?<![\w]){re.escape(stem)}", text, re.IGNORECASE) is not None
+    """`term` in `text` as a word, allowing simple inflections (see `stem`)."""
+    return re.search(rf"(?<![\w]){re.escape(stem(term))}", text, re.IGNORECASE) is not None

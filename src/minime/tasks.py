@@ -65,6 +65,12 @@ def _results(todo: list[tuple[str, Callable]], workers: int) -> Iterator[tuple[s
                 future.cancel()
 
 
+def worker_count(concurrency: int, backends: Iterable[Any]) -> int:
+    """Tasks to run at once: in-process models take turns (they hold a lock), so 1, unless
+    a backend serves concurrent requests (HTTP); then `concurrency`."""
+    return concurrency if any(backend.concurrent for backend in backends) else 1
+
+
 def task_key(*parts: object) -> str:
     """A short id for a task from everything its result depends on."""
     text = "\0".join(str(part) for part in parts)

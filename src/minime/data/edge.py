@@ -24,7 +24,7 @@ from minime.data.generate import ask_list, private_section, public_profile
 from minime.data.records import PromptRecord, records_from_results
 from minime.jsonl import write_jsonl
 from minime.project import Project
-from minime.tasks import run_tasks, task_key, work_file
+from minime.tasks import run_tasks, task_key, work_file, worker_count
 
 BATCH = 10
 
@@ -72,8 +72,7 @@ def edge_cases(
                 seed = 3000 + 100 * g + job_index
                 job = partial(_generate, backend, system, text, size, seed, category)
                 tasks.append((task_id, job))
-    # In-process models take turns (they hold a lock); HTTP generators run side by side.
-    workers = config.concurrency if any(g.concurrent for g in generators) else 1
+    workers = worker_count(config.concurrency, generators)
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "edge cases", workers).values())
     records = records_from_results(results) + _bank_records(project, config)
     write_jsonl(dst, (r.model_dump() for r in records))

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minime.distill.losses import IGNORE_INDEX
 from minime.student import chat_prompt_ids
-
-IGNORE = -100
 
 
 @dataclass
@@ -97,7 +96,7 @@ def encode_row(
         return None
     start = len(prompt_ids)
     # labels[i] is the token that logits at position i predict (already shifted).
-    labels = [IGNORE] * len(input_ids)
+    labels = [IGNORE_INDEX] * len(input_ids)
     for i, token in enumerate(completion):
         labels[start - 1 + i] = token
     example = Example(input_ids=input_ids, labels=labels, row=row)
@@ -155,7 +154,7 @@ def collate(examples: list[Example], pad_id: int, top_k: int) -> dict[str, torch
     batch = len(examples)
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
     attention = torch.zeros((batch, length), dtype=torch.long)
-    labels = torch.full((batch, length), IGNORE, dtype=torch.long)
+    labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
     top_ids = torch.zeros((batch, length, top_k), dtype=torch.long)
     top_logprobs = torch.full((batch, length, top_k), float("-inf"))
     kd_mask = torch.zeros((batch, length), dtype=torch.bool)

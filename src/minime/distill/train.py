@@ -27,7 +27,7 @@ from minime.errors import InputError
 from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl
 from minime.project import Project
-from minime.recall import key_terms, recalls
+from minime.recall import find, key_terms, missing, recalls
 from minime.rows import read_rows
 from minime.student import (
     chat_prompt_ids,
@@ -468,8 +468,6 @@ def _share(values: list[bool]) -> float | None:
 
 def _persona_accuracy(project: Project, model, tokenizer, end_ids) -> tuple[float | None, list]:
     """Share of the persona's fact questions answered with every expected pattern."""
-    import re
-
     path = project.questions_path
     if not path.is_file():
         return None, []
@@ -480,10 +478,8 @@ def _persona_accuracy(project: Project, model, tokenizer, end_ids) -> tuple[floa
     answers = generate_answers(model, tokenizer, rows, end_ids)
     failures = []
     for item, answer in zip(items, answers, strict=True):
-        present = all(re.search(p, answer, re.IGNORECASE) for p in item.get("must_contain", []))
-        absent = not any(
-            re.search(p, answer, re.IGNORECASE) for p in item.get("must_not_contain", [])
-        )
+        present = not missing(item.get("must_contain", []), answer)
+        absent = not any(find(p, answer) for p in item.get("must_not_contain", []))
         if not (present and absent):
             failures.append({"question": item["question"], "answer": answer})
     return round(1 - len(failures) / len(items), 4), failures

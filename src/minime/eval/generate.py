@@ -37,6 +37,7 @@ from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify
 from minime.layout import data_dir
 from minime.project import Project
+from minime.recall import term_pattern, terms
 from minime.tasks import run_tasks, task_key
 
 #: Question/answer pairs asked for per fact: most phrasings a generator thinks of first are
@@ -228,8 +229,6 @@ def _fact_questions(reply: str, fact: str, name: str) -> list[FactQuestion | tup
 def _fact_question(text: str, answer: str, fact: str, name: str) -> FactQuestion | tuple[str, str]:
     # Imported here: the package minime.distill loads torch, which the evaluation worker
     # (it imports this package) must not, or every contender's memory would include it.
-    from minime.recall import terms
-
     if not looks_like_question(text):
         return text, "not a question"
     if _SECOND_PERSON.search(text):
@@ -247,16 +246,6 @@ def _fact_question(text: str, answer: str, fact: str, name: str) -> FactQuestion
         return text, f"answer {answer!r} repeats the question"
     question = _generated(text, "fact", [term_pattern(k) for k in chosen], f"fact: {fact}")
     return FactQuestion(question, fact, tuple(chosen))
-
-
-def term_pattern(term: str) -> str:
-    """A pattern for one key term: a number with any thousands separator, or a word allowing
-    simple inflections (as `minime.recall` matches terms)."""
-    if term[0].isdigit():
-        digits = re.sub(r"\D", "", term)
-        return r"(?<![\d])" + r"[,. ]?".join(digits) + r"(?![\d])"
-    stem = term if len(term) < 5 else term[: max(4, len(term) - 2)]
-    return rf"(?<!\w){re.escape(stem)}"
 
 
 def _chained(fact_questions: list[FactQuestion], n: int) -> list[EvalQuestion]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import unicodedata
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -35,6 +33,7 @@ from minime.layout import (
     export_dir,
     exported_ggufs,
     read_json,
+    slug,
     train_file,
     trained_model,
     val_file,
@@ -74,7 +73,7 @@ def export(project: Project, source: Path | None = None, verify: bool = True) ->
     source = _source(project, source)
     meta = _student_meta(source)
     folder = export_folder(project, source)
-    name = _slug(project.name)
+    name = slug(project.name)
     base = _base_gguf(meta, source)
     paths = {"f16": folder / f"{name}.f16.gguf"}
     paths |= {quant: folder / f"{name}.{quant}.gguf" for quant in settings.quantizations}
@@ -192,7 +191,7 @@ def export_folder(project: Project, source: Path) -> Path:
     if parent == "distill":
         suffix = None
     else:
-        suffix = parent.removeprefix("distill-") if parent.startswith("distill-") else _slug(parent)
+        suffix = parent.removeprefix("distill-") if parent.startswith("distill-") else slug(parent)
     folder = export_dir(project.root, suffix)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -239,11 +238,6 @@ def _base_gguf(meta: dict, source: Path) -> Path:
         f"{source}: the base GGUF {recorded or meta.get('student')!r} is not on this machine; "
         "install the bundled models (`scripts/setup.sh --models`) or restore the file"
     )
-
-
-def _slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-") or "minime"
 
 
 def _fingerprint(source: Path, settings: list[str]) -> str:
