@@ -371,3 +371,26 @@ def test_the_persona_figure_reads_the_configured_questions_file(tmp_path, monkey
     accuracy, failures = train_module._persona_accuracy(Project.open(root), None, None, [])
     assert accuracy == 0.5
     assert failures == [{"question": "Pets?", "answer": "No pets."}]
+
+
+def test_training_arguments_map_the_distill_settings(tmp_path):
+    root = tmp_path / "persona"
+    root.mkdir()
+    (root / "profile.md").write_text("# Mara\n\n- Mara has a cat.\n")
+    (root / "minime.yaml").write_text(
+        "distill:\n  batch_size: 3\n  max_epochs: 4\n  learning_rate: 0.01\n"
+    )
+    config = Project.open(root).config.distill
+    args = train_module.training_arguments(
+        config, tmp_path / "checkpoints", train_examples=12, validates=True, by_score=True
+    )
+    assert args.per_device_train_batch_size == 3 and args.num_train_epochs == 4
+    assert args.learning_rate == 0.01 and args.lr_scheduler_type == "cosine"
+    assert args.eval_steps == args.save_steps == max(1, 4 // config.eval_per_epoch)
+    assert args.metric_for_best_model == "score" and args.greater_is_better
+    assert args.load_best_model_at_end and args.eval_strategy == "steps"
+    plain = train_module.training_arguments(
+        config, tmp_path / "checkpoints", train_examples=12, validates=False, by_score=False
+    )
+    assert plain.metric_for_best_model == "loss" and not plain.greater_is_better
+    assert plain.eval_strategy == "no" and not plain.load_best_model_at_end

@@ -7,13 +7,16 @@ chat template), `adapter/` (LoRA runs), `report.json`, `report.md`, `loss_curve.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel
@@ -22,7 +25,7 @@ from minime import layout
 from minime.bank import DECLINE_CATEGORIES
 from minime.chat import system_prompt
 from minime.config import DistillConfig
-from minime.distill.data import collate, encode_row, same_vocabulary
+from minime.distill.data import Example, collate, encode_row, same_vocabulary
 from minime.errors import InputError
 from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl
@@ -36,6 +39,9 @@ from minime.student import (
     load_student,
     student_folder,
 )
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
 
 #: Tokens generated per answer when measuring fact recall.
 RECALL_MAX_TOKENS = 64
@@ -71,15 +77,202 @@ class DistillReport(BaseModel):
     history: list[dict]
 
 
-def distill(project: Project, resume: bool = False, method: str | None = None) -> DistillReport:
+def distill(
+    project: Project, resume: bool = False, method: str | None = None
+) -> DistillReport | None:
     """Train the student of `project` on its dataset; write `out/distill/` and return the report.
 
     :param resume: continue from the newest complete checkpoint instead of starting over.
     :param method: a method other than `distill.method`, trained into `out/distill-METHOD/`
         so that it can be compared with the configured one.
+    :returns: the report; None on the other processes of a multi-GPU run, where only the
+        main process saves and reports.
     :raises InputError: if the dataset is missing or malformed.
     """
-    from transformers import EarlyStoppingCallback, TrainingArguments
+    config = project.config.distill
+    out = project.out_dir(distill_stage(project, method))
+    if method:
+        config = config.model_copy(update={"method": method})
+    train_path, val_path = layout.train_file(project.root), layout.val_file(project.root)
+    train_rows = read_rows(train_path)
+    val_rows = read_rows(val_path) if val_path.exists() else []
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    student = _load(project, config, train_rows)
+    dataset = _encode(project, student, config, train_rows, val_rows, train_path)
+    checkpoints = out / "checkpoints"
+    trained = _train(student, dataset, config, checkpoints, resume)
+    if trained is None:
+        return None
+    model, figures = trained
+    _save_outputs(model, student, out, config, project)
+    report = _evaluate_and_report(project, model, student, config, dataset, figures)
+    write_text_atomic(out / layout.REPORT_JSON, report.model_dump_json(indent=2) + "\n")
+    _plot_curves(report.history, out / "loss_curve.png")
+    write_text_atomic(out / "report.md", _markdown(report))
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return report
+
+
+@dataclass
+class _Student:
+    """The student as loaded, and how it is trained."""
+
+    folder: Path
+    model: Any
+    tokenizer: Any
+    end_ids: list[int]
+    same_vocab: bool
+    #: The distill method resolved: "sft", "context", "sparse" or "uld".
+    mode: str
+
+
+@dataclass
+class _Dataset:
+    """The rows, their encoded examples, and the validation questions recall is probed on."""
+
+    train_rows: list[dict]
+    val_rows: list[dict]
+    train_set: list[Example]
+    val_set: list[Example]
+    skipped: int
+    probe: list[tuple[dict, set[str] | None]]
+
+    @property
+    def top_k(self) -> int:
+        """The most teacher log-probs any position has."""
+        return max(
+            (len(ids) for e in self.train_set for ids, _ in e.teacher_top.values()), default=1
+        )
+
+
+@dataclass(frozen=True)
+class TrainingFigures:
+    """What one training run measured."""
+
+    history: list[dict]
+    tokens: int
+    seconds: float
+    trainable_parameters: int
+    steps: int
+    epochs: float
+    best_step: int | None
+
+
+def _load(project: Project, config: DistillConfig, train_rows: list[dict]) -> _Student:
+    folder = student_folder(project.config.models.student)
+    model, tokenizer = load_student(folder)
+    same_vocab = same_vocabulary(tokenizer, train_rows)
+    return _Student(
+        folder=folder,
+        model=model,
+        tokenizer=tokenizer,
+        end_ids=end_of_turn_ids(tokenizer),
+        same_vocab=same_vocab,
+        mode=_mode(config.method, same_vocab),
+    )
+
+
+def _encode(
+    project: Project,
+    student: _Student,
+    config: DistillConfig,
+    train_rows: list[dict],
+    val_rows: list[dict],
+    train_path: Path,
+) -> _Dataset:
+    """Tokenize the rows; rows longer than `max_length` are skipped and counted.
+
+    :raises InputError: if no training row fits.
+    """
+    context = system_prompt(project.name, project.profile) if student.mode == "context" else None
+    suffix = end_of_turn_text(student.tokenizer)
+
+    def encode(rows: list[dict]) -> list[Example | None]:
+        return [
+            encode_row(
+                student.tokenizer,
+                row,
+                suffix,
+                same_vocab=student.same_vocab,
+                max_length=config.max_length,
+                context_system=context,
+            )
+            for row in rows
+        ]
+
+    train, val = encode(train_rows), encode(val_rows)
+    dataset = _Dataset(
+        train_rows=train_rows,
+        val_rows=val_rows,
+        train_set=[e for e in train if e is not None],
+        val_set=[e for e in val if e is not None],
+        skipped=sum(e is None for e in train + val),
+        probe=_recall_probe(val_rows, project.name, declines=True),
+    )
+    if not dataset.train_set:
+        raise InputError(f"{train_path}: no row fits in {config.max_length} tokens")
+    return dataset
+
+
+def training_arguments(
+    config: DistillConfig, output_dir: Path, *, train_examples: int, validates: bool, by_score: bool
+) -> TrainingArguments:
+    """The `TrainingArguments` of a run: `DistillConfig` mapped onto transformers' settings.
+
+    :param validates: there is a validation set (evaluate, keep the best checkpoint).
+    :param by_score: keep the checkpoint with the best recall score, not the lowest loss.
+    """
+    # transformers (and minime.distill.trainer, built on it) are imported when training
+    # starts: they take seconds to load.
+    from transformers import TrainingArguments
+
+    steps_per_epoch = math.ceil(
+        train_examples / (config.batch_size * config.gradient_accumulation * _world_size())
+    )
+    eval_steps = max(1, steps_per_epoch // config.eval_per_epoch)
+    total_steps = steps_per_epoch * config.max_epochs
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=round(config.warmup_ratio * total_steps),
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.max_epochs,
+        eval_strategy="steps" if validates else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=validates,
+        # Validation loss on a noisy teacher's text is no proxy for knowing the facts: keep
+        # the checkpoint that best answers the held-out phrasings and declines what it must.
+        metric_for_best_model="score" if by_score else "loss",
+        greater_is_better=by_score,
+        logging_steps=max(1, min(10, eval_steps // 2)),
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=_use_bf16(config),
+        use_cpu=not torch.cuda.is_available(),
+        report_to=[],
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+
+
+def _train(
+    student: _Student, dataset: _Dataset, config: DistillConfig, checkpoints: Path, resume: bool
+) -> tuple[Any, TrainingFigures] | None:
+    """Train (resuming from the newest complete checkpoint when asked); the trained model and
+    the run's figures, or None on a process other than the main one."""
+    from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from minime.distill.trainer import (
@@ -91,99 +284,35 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
         last_complete_checkpoint,
     )
 
-    config = project.config.distill
-    out = project.out_dir(distill_stage(project, method))
-    if method:
-        config = config.model_copy(update={"method": method})
-    train_path, val_path = layout.train_file(project.root), layout.val_file(project.root)
-    train_rows = read_rows(train_path)
-    val_rows = read_rows(val_path) if val_path.exists() else []
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-
-    folder = student_folder(project.config.models.student)
-    model, tokenizer = load_student(folder)
-    end_ids = end_of_turn_ids(tokenizer)
-    same_vocab = same_vocabulary(tokenizer, train_rows)
-    mode = _mode(config.method, same_vocab)
-    context = system_prompt(project.name, project.profile) if mode == "context" else None
-    suffix = end_of_turn_text(tokenizer)
-
-    def encode(rows):
-        examples = [
-            encode_row(
-                tokenizer,
-                row,
-                suffix,
-                same_vocab=same_vocab,
-                max_length=config.max_length,
-                context_system=context,
-            )
-            for row in rows
-        ]
-        return [e for e in examples if e is not None], sum(e is None for e in examples)
-
-    train_set, skipped_train = encode(train_rows)
-    val_set, skipped_val = encode(val_rows)
-    if not train_set:
-        raise InputError(f"{train_path}: no row fits in {config.max_length} tokens")
-    top_k = max((len(ids) for e in train_set for ids, _ in e.teacher_top.values()), default=1)
-
-    model, context_teacher = _prepare(model, folder, config, mode, end_ids)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    bf16 = _use_bf16(config)
-    steps_per_epoch = math.ceil(
-        len(train_set) / (config.batch_size * config.gradient_accumulation * _world_size())
+    model, context_teacher = _prepare(
+        student.model, student.folder, config, student.mode, student.end_ids
     )
-    eval_steps = max(1, steps_per_epoch // config.eval_per_epoch)
-    total_steps = steps_per_epoch * config.max_epochs
-    probe = _recall_probe(val_rows, project.name, declines=True)
-    checkpoints = out / "checkpoints"
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     start_from = last_complete_checkpoint(checkpoints) if resume and checkpoints.exists() else None
     if start_from is None and checkpoints.exists():
         shutil.rmtree(checkpoints)
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=round(config.warmup_ratio * total_steps),
-        weight_decay=config.weight_decay,
-        num_train_epochs=config.max_epochs,
-        eval_strategy="steps" if val_set else "no",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=bool(val_set),
-        # Validation loss on a noisy teacher's text is no proxy for knowing the facts: keep
-        # the checkpoint that best answers the held-out phrasings and declines what it must.
-        metric_for_best_model="score" if probe else "loss",
-        greater_is_better=bool(probe),
-        logging_steps=max(1, min(10, eval_steps // 2)),
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),
-        report_to=[],
-        remove_unused_columns=False,
-        prediction_loss_only=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        save_only_model=False,
+    probe, val_set = dataset.probe, dataset.val_set
+    args = training_arguments(
+        config,
+        checkpoints,
+        train_examples=len(dataset.train_set),
+        validates=bool(val_set),
+        by_score=bool(probe),
     )
-    pad_id = tokenizer.pad_token_id
+    tokenizer, end_ids, pad_id, top_k = (
+        student.tokenizer,
+        student.end_ids,
+        student.tokenizer.pad_token_id,
+        dataset.top_k,
+    )
     trainer = DistillTrainer(
         model=model,
         args=args,
-        train_dataset=train_set,
+        train_dataset=dataset.train_set,
         eval_dataset=val_set or None,
         data_collator=lambda batch: collate(batch, pad_id, top_k),
         distill=config,
-        mode=mode,
+        mode=student.mode,
         context_teacher=context_teacher,
         generate_answers=lambda m, rows: generate_answers(m, tokenizer, rows, end_ids),
         recall_probe=probe,
@@ -203,32 +332,16 @@ def distill(project: Project, resume: bool = False, method: str | None = None) -
     seconds = time.monotonic() - started
     if not trainer.is_world_process_zero():
         return None
-    model = trainer.model
-    _save_outputs(model, tokenizer, folder, out, config, project, mode)
-    report = _evaluate_and_report(
-        project=project,
-        model=model,
-        tokenizer=tokenizer,
-        end_ids=end_ids,
-        config=config,
-        mode=mode,
-        train_rows=train_rows,
-        val_rows=val_rows,
-        probe=probe,
+    figures = TrainingFigures(
         history=trainer.state.log_history,
         tokens=trainer.tokens_seen,
         seconds=seconds,
-        trainable=trainable,
-        skipped=skipped_train + skipped_val,
+        trainable_parameters=trainable,
         steps=trainer.state.global_step,
         epochs=trainer.state.epoch or 0.0,
         best_step=_best_step(trainer.state),
     )
-    write_text_atomic(out / layout.REPORT_JSON, report.model_dump_json(indent=2) + "\n")
-    _plot_curves(report.history, out / "loss_curve.png")
-    write_text_atomic(out / "report.md", _markdown(report))
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return report
+    return trainer.model, figures
 
 
 def distill_stage(project: Project, method: str | None = None) -> str:
@@ -334,14 +447,15 @@ def generate_answers(model, tokenizer, rows: list[dict], end_ids: list[int]) -> 
     return [a.strip() for a in answers]
 
 
-def _save_outputs(model, tokenizer, folder: Path, out: Path, config, project, mode) -> None:
+def _save_outputs(
+    model, student: _Student, out: Path, config: DistillConfig, project: Project
+) -> None:
     """Write `adapter/` (LoRA) and the merged bf16 `model/`, each through a temp folder."""
+    tokenizer, folder = student.tokenizer, student.folder
     if config.tuning == "lora":
         _atomic_folder(out / "adapter", lambda tmp: model.save_pretrained(tmp))
         # Merged in float32 (the weights trained against), then stored as bfloat16; never
         # merged into a quantized base (peft#2321).
-        import copy
-
         merged = copy.deepcopy(model).merge_and_unload()
     else:
         merged = model
@@ -354,7 +468,7 @@ def _save_outputs(model, tokenizer, folder: Path, out: Path, config, project, mo
         "student": project.config.models.student,
         "base": info,
         "method": config.method,
-        "mode": mode,
+        "mode": student.mode,
         "tuning": config.tuning,
         "end_of_turn_ids": end_of_turn_ids(tokenizer),
         "chat_template": tokenizer.chat_template,
@@ -391,55 +505,45 @@ def _best_step(state) -> int | None:
 
 
 def _evaluate_and_report(
-    *,
-    project,
+    project: Project,
     model,
-    tokenizer,
-    end_ids,
-    config,
-    mode,
-    train_rows,
-    val_rows,
-    probe,
-    history,
-    tokens,
-    seconds,
-    trainable,
-    skipped,
-    steps,
-    epochs,
-    best_step,
+    student: _Student,
+    config: DistillConfig,
+    dataset: _Dataset,
+    figures: TrainingFigures,
 ) -> DistillReport:
     """Per-fact recall on training and validation questions, and the persona's own held-out
     questions (`eval.questions`, category "fact"), with the trained model."""
-    train_probe = _sample_per_fact(_recall_probe(train_rows, project.name))
-    val_probe = [(row, keys) for row, keys in probe if keys is not None]
+    tokenizer, end_ids = student.tokenizer, student.end_ids
+    train_probe = _sample_per_fact(_recall_probe(dataset.train_rows, project.name))
+    val_probe = [(row, keys) for row, keys in dataset.probe if keys is not None]
     per_fact: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"train": [], "val": []})
     for split, items in (("train", train_probe), ("val", val_probe)):
         answers = generate_answers(model, tokenizer, [row for row, _ in items], end_ids)
         for answer, (row, keys) in zip(answers, items, strict=True):
             per_fact[row["fact"]][split].append(recalls(answer, keys))
     persona, failures = _persona_accuracy(project, model, tokenizer, end_ids)
+    history, tokens, seconds = figures.history, figures.tokens, figures.seconds
     evals = [h for h in history if "eval_loss" in h]
     train_losses = [h["loss"] for h in history if "loss" in h]
     return DistillReport(
         student=project.config.models.student,
         method=config.method,
-        mode=mode,
+        mode=student.mode,
         tuning=config.tuning,
-        trainable_parameters=trainable,
-        train_rows=len(train_rows),
-        val_rows=len(val_rows),
-        skipped_too_long=skipped,
-        steps=steps,
-        epochs=round(epochs, 2),
+        trainable_parameters=figures.trainable_parameters,
+        train_rows=len(dataset.train_rows),
+        val_rows=len(dataset.val_rows),
+        skipped_too_long=dataset.skipped,
+        steps=figures.steps,
+        epochs=round(figures.epochs, 2),
         tokens=tokens,
         seconds=round(seconds, 1),
         tokens_per_second=round(tokens / max(seconds, 1e-9), 1),
         final_train_loss=train_losses[-1] if train_losses else None,
         best_val_loss=min((h["eval_loss"] for h in evals), default=None),
         best_fact_recall=max((h.get("eval_fact_recall", 0) for h in evals), default=None),
-        best_step=best_step,
+        best_step=figures.best_step,
         fact_recall_train=_share([v for f in per_fact.values() for v in f["train"]]),
         fact_recall_val=_share([v for f in per_fact.values() for v in f["val"]]),
         persona_fact_accuracy=persona,
