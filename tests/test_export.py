@@ -387,7 +387,7 @@ def test_model_card_names_licence_data_training_and_figures(tmp_path):
 def test_answers_that_never_end_fail_unless_the_student_itself_loops_on_a_few():
     from minime.export.verify import endless_verdicts
 
-    answers = {"q8_0": {"endless_rows": [3, 7]}, "q4_k_m": {"endless_rows": [3]}}
+    answers = {"q8_0": [3, 7], "q4_k_m": [3]}
     failures, warnings = endless_verdicts(answers, {3, 7}, rows=50, max_tokens=256)
     assert failures == [] and len(warnings) == 1 and "2 of 50" in warnings[0]
     failures, warnings = endless_verdicts(answers, {3}, rows=50, max_tokens=256)
@@ -396,6 +396,46 @@ def test_answers_that_never_end_fail_unless_the_student_itself_loops_on_a_few():
         "the F16 file ends them"
     ]
     assert "1 of 50" in warnings[0]
-    many = {"q8_0": {"endless_rows": list(range(20))}}
+    many = {"q8_0": list(range(20))}
     failures, warnings = endless_verdicts(many, set(range(20)), rows=50, max_tokens=256)
     assert warnings == [] and failures[0].endswith("train it further")
+
+
+def test_answer_figures_count_each_kind_of_answer(monkeypatch, tmp_path):
+    import types
+
+    from rich.progress import Progress
+
+    import minime.backends.llamacpp
+    from minime.backends.base import SamplingParams
+    from minime.export.verify import _answers_check
+
+    class Backend:
+        def __init__(self, path, n_ctx, n_threads):
+            pass
+
+        def complete(self, messages, params):
+            text = messages[-1]["content"]
+            return types.SimpleNamespace(
+                text="" if text == "empty" else "fine",
+                finish_reason="length" if text == "loop" else "stop",
+                tokens=[],
+                usage=types.SimpleNamespace(completion_tokens=4),
+            )
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(minime.backends.llamacpp, "LlamaCppBackend", Backend)
+    tokenizer = types.SimpleNamespace(added_tokens_decoder={})
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "a"}]}
+        for q in ("hello", "loop", "empty")
+    ]
+    with Progress(disable=True) as progress:
+        figures = _answers_check(
+            tmp_path / "s.gguf", rows, [], tokenizer, SamplingParams(max_tokens=8), 1, progress
+        )
+    assert (figures.prompts, figures.stopped, figures.no_stop, figures.empty) == (3, 1, 1, 1)
+    assert figures.endless_rows == [1] and figures.mean_tokens == 4.0
+    assert figures.problems == ["1 of 3 validation prompts gave an empty answer"]

@@ -557,14 +557,11 @@ def export(
         table = _table("file", "top-1", "KL", "ended turn", title="verified", show_header=True)
         for quant, figures in report.logits.items():
             answers = report.answers.get(quant)
-            ended = f"{answers['stopped']}/{answers['prompts']}" if answers else "-"
-            table.add_row(
-                quant, f"{figures['top1_agreement']:.3f}", f"{figures['mean_kl']:.4f}", ended
-            )
+            ended = f"{answers.stopped}/{answers.prompts}" if answers else "-"
+            table.add_row(quant, f"{figures.top1_agreement:.3f}", f"{figures.mean_kl:.4f}", ended)
         console.print(table)
         console.print(
-            f"tokenizer: {report.tokenizer['rows']} training prompts identical; "
-            f"{report.seconds:.0f} s"
+            f"tokenizer: {report.tokenizer.rows} training prompts identical; {report.seconds:.0f} s"
         )
         for warning in report.warnings:
             _warn(warning)

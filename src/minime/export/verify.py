@@ -48,6 +48,56 @@ MAX_STUDENT_LOOP_SHARE = 0.1
 SHOWN_FAILURES = 5
 
 
+class MetadataFigures(BaseModel):
+    """One file's metadata check."""
+
+    template_matches: bool
+    #: End-of-turn id -> whether llama.cpp ends generation at it.
+    end_of_turn_ids: dict[str, bool]
+    bytes: int
+
+
+class TokenizerFigures(BaseModel):
+    """The F16 file's tokenizer against the trained one, on the training prompts."""
+
+    rows: int
+    prompt_mismatches: int
+    text_mismatches: int
+    examples: list[str]
+
+
+class LogitFigures(BaseModel):
+    """One file's next-token distributions against the trained model's."""
+
+    positions: int
+    top1_agreement: float
+    mean_kl: float
+    max_kl: float
+    end_of_turn_probability: float
+
+
+class AnswerFigures(BaseModel):
+    """One file's answers to the validation prompts."""
+
+    prompts: int
+    stopped: int = 0
+    problems: list[str] = []
+    samples: list[dict[str, str]] = []
+    #: Indexes of the prompts whose answer did not end within the token limit.
+    endless_rows: list[int] = []
+    no_stop: int = 0
+    empty: int = 0
+    template_tokens: int = 0
+    mean_tokens: float = 0.0
+    max_tokens: int = 0
+
+
+class EndlessFigures(AnswerFigures):
+    """The F16 file's answers to the prompts a quantized file never ended."""
+
+    rows_checked: list[int]
+
+
 class VerifyReport(BaseModel):
     """Figures of `minime export --verify`; `failures` is empty when every check passed."""
 
@@ -57,15 +107,14 @@ class VerifyReport(BaseModel):
     #: What the student does wrong that no export would change (a few answers that loop).
     warnings: list[str] = []
     thresholds: dict[str, float | int]
-    metadata: dict[str, dict]
-    tokenizer: dict
+    metadata: dict[str, MetadataFigures]
+    tokenizer: TokenizerFigures
     #: Mean probability the trained model gives its end-of-turn token right after each
     #: validation answer: low means the student never learned to stop.
     student_end_of_turn_probability: float
-    logits: dict[str, dict]
-    answers: dict[str, dict]
-    #: The F16 file's answers to the prompts some quantized file never ended, if any.
-    f16_on_endless: dict | None = None
+    logits: dict[str, LogitFigures]
+    answers: dict[str, AnswerFigures]
+    f16_on_endless: EndlessFigures | None = None
     seconds: float
 
 
@@ -92,12 +141,24 @@ def verify_files(
         # More torch threads than free cores spin and slow the HF forward passes several-fold.
         torch.set_num_threads(threads)
     try:
-        return _verify(files, source, train_rows, val_rows, params, threads, started)
+        return _verify(
+            files, source, train_rows, val_rows, params=params, threads=threads, started=started
+        )
     finally:
         torch.set_num_threads(torch_threads)
 
 
-def _verify(files, source, train_rows, val_rows, params, threads, started) -> VerifyReport:
+def _verify(
+    files: dict[str, Path],
+    source: Path,
+    train_rows: list[dict],
+    val_rows: list[dict],
+    *,
+    params: SamplingParams,
+    threads: int | None,
+    started: float,
+) -> VerifyReport:
+    """The checks of `verify_files`, in order (`started`: its monotonic start time)."""
     # minime.student loads torch and transformers: `import minime.export` stays light.
     from minime.student import chat_prompt_ids, end_of_turn_ids, end_of_turn_text, load_student
 
@@ -111,9 +172,9 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
 
     metadata = {quant: _metadata(path, template, end_ids) for quant, path in files.items()}
     for quant, figures in metadata.items():
-        if not figures["template_matches"]:
+        if not figures.template_matches:
             failures.append(f"{quant}: the GGUF's chat template is not the one trained with")
-        wrong = [i for i, eog in figures["end_of_turn_ids"].items() if not eog]
+        wrong = [i for i, eog in figures.end_of_turn_ids.items() if not eog]
         if wrong:
             failures.append(f"{quant}: llama.cpp does not stop at end-of-turn ids {wrong}")
 
@@ -126,10 +187,10 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
 
     with Progress(transient=True) as progress:
         tokens = _tokenizer_check(files["f16"], tokenizer, train_rows, threads, progress)
-        if tokens["prompt_mismatches"] or tokens["text_mismatches"]:
+        if tokens.prompt_mismatches or tokens.text_mismatches:
             failures.append(
-                f"f16: the GGUF tokenizes {tokens['prompt_mismatches']} of {tokens['rows']} "
-                f"training prompts and {tokens['text_mismatches']} whole conversations "
+                f"f16: the GGUF tokenizes {tokens.prompt_mismatches} of {tokens.rows} "
+                f"training prompts and {tokens.text_mismatches} whole conversations "
                 "differently from the trained tokenizer"
             )
         logits, student_stop = _logits_check(files, model, sequences, threads, progress)
@@ -139,11 +200,11 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
                 if quant == "f16"
                 else (QUANTIZED_MIN_TOP1, QUANTIZED_MAX_KL)
             )
-            if figures["top1_agreement"] < min_top1 or figures["mean_kl"] > max_kl:
+            if figures.top1_agreement < min_top1 or figures.mean_kl > max_kl:
                 failures.append(
                     f"{quant}: next-token agreement with the trained model "
-                    f"{figures['top1_agreement']:.3f} (needs {min_top1}), mean KL "
-                    f"{figures['mean_kl']:.4f} (needs at most {max_kl})"
+                    f"{figures.top1_agreement:.3f} (needs {min_top1}), mean KL "
+                    f"{figures.mean_kl:.4f} (needs at most {max_kl})"
                 )
         answers = {}
         for quant, path in files.items():
@@ -152,8 +213,8 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
             answers[quant] = _answers_check(
                 path, val_rows, markers, tokenizer, params, threads, progress
             )
-            failures += [f"{quant}: {problem}" for problem in answers[quant]["problems"]]
-        endless = sorted({i for a in answers.values() for i in a["endless_rows"]})
+            failures += [f"{quant}: {problem}" for problem in answers[quant].problems]
+        endless = sorted({i for a in answers.values() for i in a.endless_rows})
         f16_on_endless, student_loops = None, set()
         if endless:
             f16 = _answers_check(
@@ -165,11 +226,16 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
                 threads,
                 progress,
             )
-            f16_on_endless = f16 | {"rows_checked": endless}
-            student_loops = {endless[i] for i in f16["endless_rows"]}
-    unended, warnings = endless_verdicts(answers, student_loops, len(val_rows), params.max_tokens)
+            f16_on_endless = EndlessFigures(**f16.model_dump(), rows_checked=endless)
+            student_loops = {endless[i] for i in f16.endless_rows}
+    unended, warnings = endless_verdicts(
+        {quant: a.endless_rows for quant, a in answers.items()},
+        student_loops,
+        len(val_rows),
+        params.max_tokens,
+    )
     failures += unended
-    if any(a.get("no_stop") for a in answers.values()) and student_stop < STUDENT_MIN_STOP:
+    if any(a.no_stop for a in answers.values()) and student_stop < STUDENT_MIN_STOP:
         failures.append(
             "the trained model itself gives its end-of-turn token only "
             f"{student_stop:.2f} probability after the validation answers, and the F16 file "
@@ -200,14 +266,15 @@ def _verify(files, source, train_rows, val_rows, params, threads, started) -> Ve
 
 
 def endless_verdicts(
-    answers: dict[str, dict], student_loops: set[int], rows: int, max_tokens: int
+    endless_rows: dict[str, list[int]], student_loops: set[int], rows: int, max_tokens: int
 ) -> tuple[list[str], list[str]]:
-    """Failures and warnings for answers that never ended: a quantized file's fault where
-    the F16 file ends them; the student's own loops (`student_loops`) where it does not,
-    which fail only beyond MAX_STUDENT_LOOP_SHARE of the `rows` prompts."""
+    """Failures and warnings for answers that never ended (`endless_rows`: per quantized
+    file, the prompts it did not end): a quantized file's fault where the F16 file ends
+    them; the student's own loops (`student_loops`) where it does not, which fail only
+    beyond MAX_STUDENT_LOOP_SHARE of the `rows` prompts."""
     failures, warnings = [], []
-    for quant, figures in answers.items():
-        unended = [i for i in figures["endless_rows"] if i not in student_loops]
+    for quant, endless in endless_rows.items():
+        unended = [i for i in endless if i not in student_loops]
         if unended:
             failures.append(
                 f"{quant}: {len(unended)} of {rows} validation prompts did not end its turn "
@@ -252,24 +319,22 @@ def _tokenizer_of(path: Path):
     return Llama(model_path=str(path), n_ctx=64, n_batch=64, verbose=False)
 
 
-def _metadata(path: Path, template: str, end_ids: list[int]) -> dict:
+def _metadata(path: Path, template: str, end_ids: list[int]) -> MetadataFigures:
     import llama_cpp
 
     llm = _tokenizer_of(path)
     try:
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        return {
-            "template_matches": llm.metadata.get("tokenizer.chat_template") == template,
-            "end_of_turn_ids": {
-                str(i): bool(llama_cpp.llama_vocab_is_eog(vocab, i)) for i in end_ids
-            },
-            "bytes": path.stat().st_size,
-        }
+        return MetadataFigures(
+            template_matches=llm.metadata.get("tokenizer.chat_template") == template,
+            end_of_turn_ids={str(i): bool(llama_cpp.llama_vocab_is_eog(vocab, i)) for i in end_ids},
+            bytes=path.stat().st_size,
+        )
     finally:
         llm.close()
 
 
-def _tokenizer_check(path: Path, tokenizer, rows, threads, progress) -> dict:
+def _tokenizer_check(path: Path, tokenizer, rows, threads, progress) -> TokenizerFigures:
     """Training prompts through the GGUF's own template and tokenizer vs the trained ids."""
     from minime.backends.llamacpp import LlamaCppBackend
     from minime.student import chat_prompt_ids
@@ -281,12 +346,9 @@ def _tokenizer_check(path: Path, tokenizer, rows, threads, progress) -> dict:
         backend = LlamaCppBackend(path, n_ctx=512, n_threads=threads)
     except BackendError as exc:
         llm.close()
-        return {
-            "rows": len(rows),
-            "prompt_mismatches": len(rows),
-            "text_mismatches": 0,
-            "examples": [str(exc)],
-        }
+        return TokenizerFigures(
+            rows=len(rows), prompt_mismatches=len(rows), text_mismatches=0, examples=[str(exc)]
+        )
     try:
         for row in rows:
             messages = row["messages"]
@@ -305,15 +367,17 @@ def _tokenizer_check(path: Path, tokenizer, rows, threads, progress) -> dict:
         backend.close()
         llm.close()
         progress.remove_task(task)
-    return {
-        "rows": len(rows),
-        "prompt_mismatches": prompt_mismatches,
-        "text_mismatches": text_mismatches,
-        "examples": examples,
-    }
+    return TokenizerFigures(
+        rows=len(rows),
+        prompt_mismatches=prompt_mismatches,
+        text_mismatches=text_mismatches,
+        examples=examples,
+    )
 
 
-def _logits_check(files, model, sequences, threads, progress) -> tuple[dict[str, dict], float]:
+def _logits_check(
+    files, model, sequences, threads, progress
+) -> tuple[dict[str, LogitFigures], float]:
     """Top-1 agreement and KL(HF || GGUF) over the answer positions of `sequences`, and the
     probability of the end-of-turn token after each answer (per file, and the HF model's)."""
     import torch
@@ -367,35 +431,29 @@ def _logits_check(files, model, sequences, threads, progress) -> tuple[dict[str,
             llm.close()
         progress.remove_task(task)
     figures = {
-        quant: {
-            "positions": positions,
-            "top1_agreement": round(agree[quant] / positions, 4),
-            "mean_kl": round(float(np.mean(kls[quant])), 6),
-            "max_kl": round(float(np.max(kls[quant])), 6),
-            "end_of_turn_probability": round(float(np.mean(stops[quant])), 4),
-        }
+        quant: LogitFigures(
+            positions=positions,
+            top1_agreement=round(agree[quant] / positions, 4),
+            mean_kl=round(float(np.mean(kls[quant])), 6),
+            max_kl=round(float(np.max(kls[quant])), 6),
+            end_of_turn_probability=round(float(np.mean(stops[quant])), 4),
+        )
         for quant in llms
     }
     return figures, float(np.mean(stops["hf"]))
 
 
-def _answers_check(path, rows, markers, tokenizer, params, threads, progress) -> dict:
+def _answers_check(path, rows, markers, tokenizer, params, threads, progress) -> AnswerFigures:
     """Answers to the validation prompts under the GGUF's own template."""
     from minime.backends.llamacpp import LlamaCppBackend
 
     special_ids = {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     max_tokens = params.max_tokens
-    figures: dict = {
-        "prompts": len(rows),
-        "stopped": 0,
-        "problems": [],
-        "samples": [],
-        "endless_rows": [],
-    }
+    figures = AnswerFigures(prompts=len(rows))
     try:
         backend = LlamaCppBackend(path, n_ctx=2048, n_threads=threads)
     except BackendError as exc:
-        figures["problems"].append(str(exc))
+        figures.problems.append(str(exc))
         return figures
     counts = {"no_stop": 0, "empty": 0, "template_tokens": 0}
     lengths = []
@@ -414,7 +472,7 @@ def _answers_check(path, rows, markers, tokenizer, params, threads, progress) ->
             problem = None
             if completion.finish_reason != "stop":
                 counts["no_stop"] += 1
-                figures["endless_rows"].append(number)
+                figures.endless_rows.append(number)
                 problem = f"no end of turn within {max_tokens} tokens"
             elif not text.strip():
                 counts["empty"] += 1
@@ -423,23 +481,24 @@ def _answers_check(path, rows, markers, tokenizer, params, threads, progress) ->
                 counts["template_tokens"] += 1
                 problem = f"template tokens {sorted(set(leaked))} in the answer"
             else:
-                figures["stopped"] += 1
+                figures.stopped += 1
             lengths.append(completion.usage.completion_tokens)
-            if problem and len(figures["samples"]) < SHOWN_FAILURES:
-                figures["samples"].append(
+            if problem and len(figures.samples) < SHOWN_FAILURES:
+                figures.samples.append(
                     {"prompt": messages[-1]["content"], "answer": text[:300], "problem": problem}
                 )
             progress.advance(task)
     finally:
         backend.close()
         progress.remove_task(task)
-    figures |= counts
-    figures["mean_tokens"] = round(float(np.mean(lengths)), 1) if lengths else 0.0
-    figures["max_tokens"] = max(lengths, default=0)
+    figures.no_stop, figures.empty = counts["no_stop"], counts["empty"]
+    figures.template_tokens = counts["template_tokens"]
+    figures.mean_tokens = round(float(np.mean(lengths)), 1) if lengths else 0.0
+    figures.max_tokens = max(lengths, default=0)
     for key, what in (
         ("empty", "gave an empty answer"),
         ("template_tokens", "wrote template tokens"),
     ):
         if counts[key]:
-            figures["problems"].append(f"{counts[key]} of {len(rows)} validation prompts {what}")
+            figures.problems.append(f"{counts[key]} of {len(rows)} validation prompts {what}")
     return figures
