@@ -19,8 +19,8 @@ import re
 import numpy as np
 from pydantic import BaseModel
 
-from minime.data.dedup import encode
 from minime.data.records import PromptRecord
+from minime.neardup import encode
 
 #: Cosine similarity a question needs to its own fact, when that fact is the nearest.
 KEEP_SIMILARITY = 0.25
