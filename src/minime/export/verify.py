@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,16 @@ class MetadataFigures(BaseModel):
     end_of_turn_ids: dict[str, bool]
     bytes: int
 
+    def failures(self, quant: str) -> list[str]:
+        """What is wrong with the file's metadata."""
+        failures = []
+        if not self.template_matches:
+            failures.append(f"{quant}: the GGUF's chat template is not the one trained with")
+        wrong = [i for i, eog in self.end_of_turn_ids.items() if not eog]
+        if wrong:
+            failures.append(f"{quant}: llama.cpp does not stop at end-of-turn ids {wrong}")
+        return failures
+
 
 class TokenizerFigures(BaseModel):
     """The F16 file's tokenizer against the trained one, on the training prompts."""
@@ -64,6 +76,16 @@ class TokenizerFigures(BaseModel):
     prompt_mismatches: int
     text_mismatches: int
     examples: list[str]
+
+    def failures(self) -> list[str]:
+        """The mismatches, as one failure."""
+        if not (self.prompt_mismatches or self.text_mismatches):
+            return []
+        return [
+            f"f16: the GGUF tokenizes {self.prompt_mismatches} of {self.rows} training prompts "
+            f"and {self.text_mismatches} whole conversations differently from the trained "
+            "tokenizer"
+        ]
 
 
 class LogitFigures(BaseModel):
@@ -74,6 +96,18 @@ class LogitFigures(BaseModel):
     mean_kl: float
     max_kl: float
     end_of_turn_probability: float
+
+    def failures(self, quant: str) -> list[str]:
+        """Agreement or KL beyond the thresholds (the F16 file's, or a quantized file's)."""
+        min_top1, max_kl = (
+            (F16_MIN_TOP1, F16_MAX_KL) if quant == "f16" else (QUANTIZED_MIN_TOP1, QUANTIZED_MAX_KL)
+        )
+        if self.top1_agreement >= min_top1 and self.mean_kl <= max_kl:
+            return []
+        return [
+            f"{quant}: next-token agreement with the trained model {self.top1_agreement:.3f} "
+            f"(needs {min_top1}), mean KL {self.mean_kl:.4f} (needs at most {max_kl})"
+        ]
 
 
 class AnswerFigures(BaseModel):
@@ -133,136 +167,111 @@ def verify_files(
     :param val_rows: validation rows; their prompts are answered by each quantized file.
     :param params: how answers are sampled; `max_tokens` is the limit to end a turn within.
     """
-    import torch
+    # minime.student loads torch and transformers: `import minime.export` stays light.
+    from minime.student import end_of_turn_ids, load_student
 
     started = time.monotonic()
-    torch_threads = torch.get_num_threads()
+    with _torch_threads(threads):
+        model, tokenizer = load_student(source)
+        model.eval()
+        meta = json.loads((source / "minime.json").read_text(encoding="utf-8"))
+        template = meta["chat_template"]
+        end_ids = meta.get("end_of_turn_ids") or end_of_turn_ids(tokenizer)
+        markers = template_markers(tokenizer, end_ids)
+        metadata = {quant: _metadata(path, template, end_ids) for quant, path in files.items()}
+        failures = [f for quant, figures in metadata.items() for f in figures.failures(quant)]
+        sequences = _answer_sequences(tokenizer, val_rows)
+        with Progress(transient=True) as progress:
+            tokens = _tokenizer_check(files["f16"], tokenizer, train_rows, threads, progress)
+            failures += tokens.failures()
+            logits, student_stop = _logits_check(files, model, sequences, threads, progress)
+            failures += [f for quant, figures in logits.items() for f in figures.failures(quant)]
+            answers = {}
+            for quant, path in files.items():
+                if quant == "f16":
+                    continue
+                answers[quant] = _answers_check(
+                    path, val_rows, markers, tokenizer, params, threads, progress
+                )
+                failures += [f"{quant}: {problem}" for problem in answers[quant].problems]
+            endless = sorted({i for a in answers.values() for i in a.endless_rows})
+            f16_on_endless, student_loops = None, set()
+            if endless:
+                f16 = _answers_check(
+                    files["f16"],
+                    [val_rows[i] for i in endless],
+                    markers,
+                    tokenizer,
+                    params,
+                    threads,
+                    progress,
+                )
+                f16_on_endless = EndlessFigures(**f16.model_dump(), rows_checked=endless)
+                student_loops = {endless[i] for i in f16.endless_rows}
+        unended, warnings = endless_verdicts(
+            {quant: a.endless_rows for quant, a in answers.items()},
+            student_loops,
+            len(val_rows),
+            params.max_tokens,
+        )
+        failures += unended
+        if any(a.no_stop for a in answers.values()) and student_stop < STUDENT_MIN_STOP:
+            failures.append(
+                "the trained model itself gives its end-of-turn token only "
+                f"{student_stop:.2f} probability after the validation answers, and the F16 file "
+                "predicts like it: the student has not learned to stop; train it longer (with "
+                "LoRA, a base whose end-of-turn embedding is untrained also needs it trained)"
+            )
+        return VerifyReport(
+            source=str(source),
+            passed=not failures,
+            failures=failures,
+            warnings=warnings,
+            thresholds={
+                "f16_min_top1": F16_MIN_TOP1,
+                "f16_max_kl": F16_MAX_KL,
+                "quantized_min_top1": QUANTIZED_MIN_TOP1,
+                "quantized_max_kl": QUANTIZED_MAX_KL,
+                "answer_max_tokens": params.max_tokens,
+                "answer_temperature": params.temperature,
+            },
+            metadata=metadata,
+            tokenizer=tokens,
+            student_end_of_turn_probability=round(student_stop, 4),
+            logits=logits,
+            answers=answers,
+            f16_on_endless=f16_on_endless,
+            seconds=round(time.monotonic() - started, 1),
+        )
+
+
+def _answer_sequences(tokenizer, rows: list[dict]) -> list[tuple[list[int], list[int], int]]:
+    """Per row: the prompt's ids, the answer's ids and the end of turn, and the index of the
+    end-of-turn token in the latter."""
+    from minime.student import chat_prompt_ids, end_of_turn_text
+
+    suffix = tokenizer(end_of_turn_text(tokenizer), add_special_tokens=False)["input_ids"]
+    sequences = []
+    for row in rows:
+        prompt = chat_prompt_ids(tokenizer, row["messages"][:-1])
+        answer = tokenizer(row["messages"][-1]["content"], add_special_tokens=False)["input_ids"]
+        sequences.append((prompt, answer + suffix, len(answer)))
+    return sequences
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch's thread count set to `threads` (when given) inside the block, then restored."""
+    import torch
+
+    before = torch.get_num_threads()
     if threads:
         # More torch threads than free cores spin and slow the HF forward passes several-fold.
         torch.set_num_threads(threads)
     try:
-        return _verify(
-            files, source, train_rows, val_rows, params=params, threads=threads, started=started
-        )
+        yield
     finally:
-        torch.set_num_threads(torch_threads)
-
-
-def _verify(
-    files: dict[str, Path],
-    source: Path,
-    train_rows: list[dict],
-    val_rows: list[dict],
-    *,
-    params: SamplingParams,
-    threads: int | None,
-    started: float,
-) -> VerifyReport:
-    """The checks of `verify_files`, in order (`started`: its monotonic start time)."""
-    # minime.student loads torch and transformers: `import minime.export` stays light.
-    from minime.student import chat_prompt_ids, end_of_turn_ids, end_of_turn_text, load_student
-
-    model, tokenizer = load_student(source)
-    model.eval()
-    meta = json.loads((source / "minime.json").read_text(encoding="utf-8"))
-    template = meta["chat_template"]
-    end_ids = meta.get("end_of_turn_ids") or end_of_turn_ids(tokenizer)
-    markers = template_markers(tokenizer, end_ids)
-    failures: list[str] = []
-
-    metadata = {quant: _metadata(path, template, end_ids) for quant, path in files.items()}
-    for quant, figures in metadata.items():
-        if not figures.template_matches:
-            failures.append(f"{quant}: the GGUF's chat template is not the one trained with")
-        wrong = [i for i, eog in figures.end_of_turn_ids.items() if not eog]
-        if wrong:
-            failures.append(f"{quant}: llama.cpp does not stop at end-of-turn ids {wrong}")
-
-    suffix = tokenizer(end_of_turn_text(tokenizer), add_special_tokens=False)["input_ids"]
-    sequences = []  # (prompt, answer + end of turn, index of the end-of-turn token)
-    for row in val_rows:
-        prompt = chat_prompt_ids(tokenizer, row["messages"][:-1])
-        answer = tokenizer(row["messages"][-1]["content"], add_special_tokens=False)["input_ids"]
-        sequences.append((prompt, answer + suffix, len(answer)))
-
-    with Progress(transient=True) as progress:
-        tokens = _tokenizer_check(files["f16"], tokenizer, train_rows, threads, progress)
-        if tokens.prompt_mismatches or tokens.text_mismatches:
-            failures.append(
-                f"f16: the GGUF tokenizes {tokens.prompt_mismatches} of {tokens.rows} "
-                f"training prompts and {tokens.text_mismatches} whole conversations "
-                "differently from the trained tokenizer"
-            )
-        logits, student_stop = _logits_check(files, model, sequences, threads, progress)
-        for quant, figures in logits.items():
-            min_top1, max_kl = (
-                (F16_MIN_TOP1, F16_MAX_KL)
-                if quant == "f16"
-                else (QUANTIZED_MIN_TOP1, QUANTIZED_MAX_KL)
-            )
-            if figures.top1_agreement < min_top1 or figures.mean_kl > max_kl:
-                failures.append(
-                    f"{quant}: next-token agreement with the trained model "
-                    f"{figures.top1_agreement:.3f} (needs {min_top1}), mean KL "
-                    f"{figures.mean_kl:.4f} (needs at most {max_kl})"
-                )
-        answers = {}
-        for quant, path in files.items():
-            if quant == "f16":
-                continue
-            answers[quant] = _answers_check(
-                path, val_rows, markers, tokenizer, params, threads, progress
-            )
-            failures += [f"{quant}: {problem}" for problem in answers[quant].problems]
-        endless = sorted({i for a in answers.values() for i in a.endless_rows})
-        f16_on_endless, student_loops = None, set()
-        if endless:
-            f16 = _answers_check(
-                files["f16"],
-                [val_rows[i] for i in endless],
-                markers,
-                tokenizer,
-                params,
-                threads,
-                progress,
-            )
-            f16_on_endless = EndlessFigures(**f16.model_dump(), rows_checked=endless)
-            student_loops = {endless[i] for i in f16.endless_rows}
-    unended, warnings = endless_verdicts(
-        {quant: a.endless_rows for quant, a in answers.items()},
-        student_loops,
-        len(val_rows),
-        params.max_tokens,
-    )
-    failures += unended
-    if any(a.no_stop for a in answers.values()) and student_stop < STUDENT_MIN_STOP:
-        failures.append(
-            "the trained model itself gives its end-of-turn token only "
-            f"{student_stop:.2f} probability after the validation answers, and the F16 file "
-            "predicts like it: the student has not learned to stop; train it longer (with "
-            "LoRA, a base whose end-of-turn embedding is untrained also needs it trained)"
-        )
-    return VerifyReport(
-        source=str(source),
-        passed=not failures,
-        failures=failures,
-        warnings=warnings,
-        thresholds={
-            "f16_min_top1": F16_MIN_TOP1,
-            "f16_max_kl": F16_MAX_KL,
-            "quantized_min_top1": QUANTIZED_MIN_TOP1,
-            "quantized_max_kl": QUANTIZED_MAX_KL,
-            "answer_max_tokens": params.max_tokens,
-            "answer_temperature": params.temperature,
-        },
-        metadata=metadata,
-        tokenizer=tokens,
-        student_end_of_turn_probability=round(student_stop, 4),
-        logits=logits,
-        answers=answers,
-        f16_on_endless=f16_on_endless,
-        seconds=round(time.monotonic() - started, 1),
-    )
+        torch.set_num_threads(before)
 
 
 def endless_verdicts(
