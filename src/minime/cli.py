@@ -62,6 +62,11 @@ MethodOption = Annotated[
         show_default=False,
     ),
 ]
+#: `chat` and `serve`: the profile in the prompt.
+ProfileOption = Annotated[
+    bool,
+    typer.Option("--profile", help="Put the profile in the prompt (of --model, else models.chat)."),
+]
 
 
 def _version(value: bool) -> None:
@@ -289,12 +294,7 @@ def chat(
             show_default=False,
         ),
     ] = None,
-    profile: Annotated[
-        bool,
-        typer.Option(
-            "--profile", help="Put the profile in the prompt (of --model, else models.chat)."
-        ),
-    ] = False,
+    profile: ProfileOption = False,
     quant: Annotated[
         Quant | None,
         typer.Option(
@@ -799,12 +799,7 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    profile: Annotated[
-        bool,
-        typer.Option(
-            "--profile", help="Put the profile in the prompt (of --model, else models.chat)."
-        ),
-    ] = False,
+    profile: ProfileOption = False,
     quant: Annotated[
         Quant | None,
         typer.Option(
