@@ -9,15 +9,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import yaml
 
 from minime.config import CONFIG_FILE, MinimeConfig, load_config
 from minime.errors import ConfigError, InputError, MinimeError
-
-if TYPE_CHECKING:
-    from minime.registry import ResolvedModel
 from minime.fileio import read_text, write_text_atomic
 from minime.layout import stage_dir
+from minime.registry import ResolvedModel, check_reachable, resolve
 
 PROMPT_FILE_NAMES = ("prompts.txt", "prompts.jsonl", "prompts.csv")
 
@@ -119,8 +118,6 @@ class Project:
             server that does not accept a connection, as `minime.yaml:LINE: models.ROLE:
             SPEC: why` (with "did you mean" for a near miss).
         """
-        from minime.registry import check_reachable, resolve
-
         resolved = {}
         for key, spec in self.model_specs(roles).items():
             try:
@@ -163,8 +160,6 @@ class Project:
 def setting_line(path: Path, key: str) -> int | None:
     """The 1-based line of a dotted setting (list entries by index) in a YAML file; None when
     the file, or the setting in it, is missing."""
-    import yaml
-
     try:
         node = yaml.compose(read_text(path, ConfigError)) if path.is_file() else None
     except (yaml.YAMLError, MinimeError):

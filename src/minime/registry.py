@@ -13,17 +13,21 @@ A spec is one of:
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
 import importlib.metadata
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from minime.errors import BackendError, ConfigError, ModelNotFoundError
 from minime.fileio import atomic_open
+from minime.progress import waiting
 
 ModelKind = Literal["gguf", "hf", "sentence-transformers", "openai"]
 
@@ -200,8 +204,6 @@ def _looks_like_path(spec: str) -> bool:
 
 def near_miss(spec: str) -> str | None:
     """The bundled name a misspelt or shortened spec most likely means, if any."""
-    import difflib
-
     wanted = spec.lower()
     starts = [name for name in BUNDLED if name.startswith(wanted) and len(wanted) >= 4]
     if len(starts) == 1:
@@ -254,9 +256,6 @@ def check_reachable(model: ResolvedModel, timeout: float = 3.0) -> None:
     """
     if model.kind != "openai" or not model.base_url:
         return
-    import socket
-    from urllib.parse import urlsplit
-
     url = urlsplit(model.base_url)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -318,8 +317,6 @@ def bundled_path(model: BundledModel) -> Path:
     target = minime_home() / "models" / model.name / model.file_name
     # A complete file was checked when it was assembled; a size mismatch means it was not.
     if not target.exists() or target.stat().st_size != model.size:
-        from minime.progress import waiting
-
         megabytes = (model.size or 0) / 1e6
         with waiting(f"assembling {model.name} ({megabytes:.0f} MB, once) into {target.parent}"):
             assemble(files, target, size=model.size, sha256=model.sha256)

@@ -17,10 +17,13 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from minime.backends import LazyBackend
 from minime.errors import BackendError
 from minime.eval.contenders import Contender, default_contenders
 from minime.eval.generate import question_set
+from minime.eval.judge import judge_answers
 from minime.eval.questions import CATEGORIES, EvalQuestion, QuestionSet
+from minime.eval.report import write_report
 from minime.eval.scoring import Scorer
 from minime.fileio import write_text_atomic
 from minime.project import Project
@@ -113,10 +116,6 @@ def evaluate(
     :raises InputError: if the question file is malformed or there are no questions.
     :raises BackendError: if a contender fails to load or run.
     """
-    from minime.backends import LazyBackend
-    from minime.eval.judge import judge_answers
-    from minime.eval.report import write_report
-
     config = project.config
     # Questions and answers are kept in out/eval/ whatever `out` is, so a candidates run
     # reuses them (the baseline's answers, for one).

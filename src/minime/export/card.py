@@ -3,6 +3,7 @@ well they do."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -150,8 +151,6 @@ def _verify_lines(verify: dict | None) -> list[str]:
 
 def _evaluation_lines(project: Project) -> list[str]:
     """Top-level figures of `out/eval/report.json`, when `minime eval` has run."""
-    import json
-
     path = eval_report(project.root)
     if not path.is_file():
         return []

@@ -39,6 +39,7 @@ from minime.layout import (
     val_file,
 )
 from minime.project import Project
+from minime.registry import resolve
 from minime.rows import read_rows
 
 
@@ -216,8 +217,6 @@ def _student_meta(source: Path) -> dict:
 def _base_gguf(meta: dict, source: Path) -> Path:
     """The GGUF the student was converted from; looked up again by its spec when the
     recorded path is gone (a bundled model on another machine)."""
-    from minime.registry import resolve
-
     recorded = (meta.get("base") or {}).get("source")
     if recorded and recorded.endswith(".gguf") and Path(recorded).is_file():
         return Path(recorded)

@@ -301,8 +301,6 @@ def measure_speed(backend: ChatBackend) -> Speed:
     """Time one short generation (which also pages the weights in before the first
     visitor): the starting speeds for admission, cautious since a short prompt runs
     slower per token than a long one."""
-    from minime.backends import SamplingParams
-
     question = "Count from one to forty in words, separated by commas: one, two, three,"
     messages: list[Message] = [{"role": "user", "content": question}]
     params = SamplingParams(temperature=0.0, max_tokens=12)

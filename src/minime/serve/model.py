@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from minime.backends import ChatBackend, Message, SamplingParams, load_backend
+from minime.chat import system_prompt
 from minime.config import ChatConfig, ServeConfig
 from minime.errors import InputError
 from minime.layout import EXPORT_JSON, EXPORT_MANIFEST, default_quant, exported_ggufs
@@ -113,8 +114,6 @@ def _open(target: Path, config: ServeConfig, model: str | None, quant: str | Non
         return ServedModel(path.stem, backend, params, title=project.name)
     if quant is not None:
         raise InputError(f"{manifest}: no export to pick quant {quant} from (run `minime export`)")
-    from minime.chat import system_prompt
-
     spec = model or project.config.models.chat
     backend = load_backend(spec, seed=chat.seed, **options)
     return ServedModel(

@@ -16,6 +16,8 @@ from minime.config import ServeConfig
 from minime.errors import ConfigError
 from minime.layout import REQUEST_LOG
 from minime.project import Project
+from minime.serve.app import create_app
+from minime.serve.model import open_served_model
 
 MAX_CONNECTIONS = 256
 """Open connections at most, well under the usual 1,024 file descriptors (a slow client
@@ -57,9 +59,6 @@ def serve(
     :raises InputError: if the target is not servable.
     :raises ModelNotFoundError: if a model spec resolves to nothing.
     """
-    from minime.serve.app import create_app
-    from minime.serve.model import open_served_model
-
     target = Path(target)
     if request_log is None and config.request_log and target.is_dir():
         request_log = target / REQUEST_LOG
