@@ -465,7 +465,6 @@ def distill(
     """Train the student on out/data/ (settings: `distill:` in minime.yaml; `minime config
     DIR` lists them)."""
     from minime.distill import distill as run_distill
-    from minime.distill.train import distill_stage
     from minime.progress import piped_heartbeat
 
     project = _with_overrides(
@@ -482,7 +481,8 @@ def distill(
         report = run_distill(project, resume=resume, method=chosen)
     if report is None:  # not the main process of a multi-GPU run
         return
-    out = project.out_dir(distill_stage(project, chosen))
+    stage = layout.distill_stage(chosen, project.config.distill.method)
+    out = project.out_dir(stage)
     table = _table("", "", title=f"minime distill: {project.name}", show_header=False)
     for key in (
         "student",
@@ -499,8 +499,9 @@ def distill(
     ):
         table.add_row(key, str(_num(getattr(report, key))))
     console.print(table)
-    model = layout.trained_model(project.root, distill_stage(project, chosen))
-    console.print(f"model: {model}\nreport: {out / 'report.md'}")
+    console.print(
+        f"model: {layout.trained_model(project.root, stage)}\nreport: {out / 'report.md'}"
+    )
 
 
 @app.command(short_help="Write the trained student as verified GGUF files.")
@@ -525,7 +526,6 @@ def export(
 ) -> None:
     """Write the trained student as GGUF files (F16 and quantized), a Modelfile and a model
     card; verify that they tokenize, predict and stop like the trained model."""
-    from minime.distill.train import distill_stage
     from minime.export import export as run_export
     from minime.export import verify
     from minime.progress import piped_heartbeat
@@ -538,7 +538,9 @@ def export(
         raise typer.BadParameter("give --method or --source, not both")
     project = _open(directory)
     if method:
-        source = layout.trained_model(project.root, distill_stage(project, method.value))
+        source = layout.trained_model(
+            project.root, layout.distill_stage(method.value, project.config.distill.method)
+        )
     if verify_only:
         with piped_heartbeat("export: verifying the exported files"):
             report = verify(project, source)

@@ -72,6 +72,14 @@ def profile_sha_file(root: Path) -> Path:
     return data_dir(root) / "profile.sha256"
 
 
+def distill_stage(method: str | None, configured: str) -> str:
+    """The folder of a distill run: "distill" for the configured method, else
+    "distill-METHOD"."""
+    if method is None or method == configured:
+        return "distill"
+    return f"distill-{method}"
+
+
 def trained_model(root: Path, stage: str = "distill") -> Path:
     """The trained student of a distill stage (`out/distill/model`)."""
     return stage_dir(root, stage) / MODEL
@@ -90,6 +98,17 @@ def trained_models(root: Path) -> list[Path]:
 def export_dir(root: Path, suffix: str | None = None) -> Path:
     """`out/export/`, or `out/export-SUFFIX/` for a variant."""
     return stage_dir(root, f"export-{suffix}" if suffix else "export")
+
+
+def export_dir_for(root: Path, source: Path) -> Path:
+    """Where the export of a trained folder goes: `out/export` for `out/distill/model`,
+    `out/export-<m>` for `out/distill-<m>/model`, `out/export-<folder>` for one elsewhere."""
+    parent = Path(source).resolve().parent.name
+    if parent == "distill":
+        return export_dir(root)
+    if parent.startswith("distill-"):
+        return export_dir(root, parent.removeprefix("distill-"))
+    return export_dir(root, slug(parent))
 
 
 def export_manifests(root: Path) -> list[Path]:

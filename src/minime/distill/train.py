@@ -90,7 +90,7 @@ def distill(
     :raises InputError: if the dataset is missing or malformed.
     """
     config = project.config.distill
-    out = project.out_dir(distill_stage(project, method))
+    out = project.out_dir(layout.distill_stage(method, project.config.distill.method))
     if method:
         config = config.model_copy(update={"method": method})
     train_path, val_path = layout.train_file(project.root), layout.val_file(project.root)
@@ -342,13 +342,6 @@ def _train(
         best_step=_best_step(trainer.state),
     )
     return trainer.model, figures
-
-
-def distill_stage(project: Project, method: str | None = None) -> str:
-    """The output stage of a run: "distill" for the configured method, else "distill-METHOD"."""
-    if method is None or method == project.config.distill.method:
-        return "distill"
-    return f"distill-{method}"
 
 
 def _mode(method: str, same_vocab: bool) -> str:

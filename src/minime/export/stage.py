@@ -30,7 +30,7 @@ from minime.layout import (
     EXPORT_JSON,
     REPORT_JSON,
     VERIFY_JSON,
-    export_dir,
+    export_dir_for,
     exported_ggufs,
     read_json,
     slug,
@@ -186,14 +186,8 @@ def verify_export(project: Project, source: Path | None = None) -> VerifyReport:
 
 
 def export_folder(project: Project, source: Path) -> Path:
-    """`out/export` for `out/distill/model`, `out/export-<m>` for `out/distill-<m>/model`,
-    `out/export-<folder>` for a model elsewhere."""
-    parent = Path(source).resolve().parent.name
-    if parent == "distill":
-        suffix = None
-    else:
-        suffix = parent.removeprefix("distill-") if parent.startswith("distill-") else slug(parent)
-    folder = export_dir(project.root, suffix)
+    """The export folder of `source` (`layout.export_dir_for`), created."""
+    folder = export_dir_for(project.root, source)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
