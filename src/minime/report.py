@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from minime import layout
+from minime.data.report import (
+    fact_coverage,
+    rejected_answers,
+    samples_by_category,
+    summary_json,
+    training_rows,
+)
+from minime.eval import EvalReport
+from minime.eval.report import COLUMNS, summary_rows
 from minime.fileio import write_text_atomic
 from minime.project import Project
 
@@ -49,14 +58,6 @@ def write_project_report(project: Project) -> Path:
 
 
 def _data_section(project: Project, folder: Path) -> str:
-    from minime.data.report import (
-        fact_coverage,
-        rejected_answers,
-        samples_by_category,
-        summary_json,
-        training_rows,
-    )
-
     summary = summary_json(folder)
     rows = training_rows(folder)
     if not summary and not rows:
@@ -241,9 +242,6 @@ def _eval_section(folder: Path, root: Path) -> str:
     path = folder / layout.REPORT_JSON
     if not path.exists():
         return _missing("Evaluation", f"minime eval {root}")
-    from minime.eval import EvalReport
-    from minime.eval.report import COLUMNS, summary_rows
-
     try:
         report = EvalReport.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from minime.backends import ChatBackend, Message, SamplingParams, load_backend
 from minime.chat import system_prompt
@@ -13,9 +12,7 @@ from minime.config import ChatConfig, ServeConfig
 from minime.errors import InputError
 from minime.layout import EXPORT_JSON, EXPORT_MANIFEST, default_quant, exported_ggufs
 from minime.project import Project
-
-if TYPE_CHECKING:
-    from minime.serve.engine import Speed
+from minime.serve.engine import Speed, measure_speed
 
 
 @dataclass
@@ -86,8 +83,6 @@ def open_served_model(
     """
     served = _open(Path(target), config, model, quant)
     if hasattr(served.backend, "prompt_tokens"):  # a local model: time it before serving
-        from minime.serve.engine import measure_speed
-
         try:
             served.speed = measure_speed(served.backend)
         except Exception:
