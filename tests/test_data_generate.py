@@ -3,9 +3,9 @@
 from minime.config import DataConfig
 from minime.data.augment import augment
 from minime.data.edge import edge_cases
-from minime.data.generate import parse_lines, private_section, profile_facts
 from minime.data.records import PromptRecord
 from minime.data.split import split
+from minime.generation import parse_lines, private_section, profile_facts
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.project import Project
 
@@ -151,7 +151,7 @@ def test_split_is_stratified_and_deterministic(tmp_path):
 
 
 def test_generated_answers_are_not_taken_for_questions():
-    from minime.data.generate import looks_like_question
+    from minime.generation import looks_like_question
 
     assert looks_like_question("Mara works where?")
     assert looks_like_question("Tell me about tinyshade")

@@ -16,31 +16,23 @@ from pydantic import BaseModel
 
 from minime.backends import ChatBackend
 from minime.config import DataConfig
-from minime.data.generate import (
+from minime.data.records import PromptRecord, read_records, records_from_results
+from minime.generation import (
     Fact,
     ask_list,
+    generator_system,
     looks_like_question,
     profile_facts,
     usable_question,
 )
-from minime.data.records import PromptRecord, read_records, records_from_results
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify, names_in
 from minime.project import Project
-from minime.tasks import run_tasks, task_key, work_file
+from minime.tasks import run_tasks, task_key, work_file, worker_count
 
 #: Extra asks for facts that got fewer than `questions_per_fact` usable questions (one:
 #: `cover` tops up again after dedup and the answer checks, which is what counts).
 TOP_UP_ROUNDS = 1
-
-GENERATOR_SYSTEM = """\
-You write the questions that visitors to {name}'s personal website type into its chat \
-box. Visitors are recruiters, colleagues, conference organisers and curious readers. \
-They write short, natural questions and call {name} by first name or "she/he/they". \
-Here is {name}'s profile:
-\"\"\"
-{profile}
-\"\"\""""
 
 
 class AugmentReport(BaseModel):
@@ -51,11 +43,6 @@ class AugmentReport(BaseModel):
     profile_questions: int
     facts: int
     total: int
-
-
-def generator_system(project: Project) -> str:
-    """The generators' shared system prompt (the same prefix for every call, so it is cached)."""
-    return GENERATOR_SYSTEM.format(name=project.name, profile=project.profile)
 
 
 def augment(
@@ -98,8 +85,7 @@ def augment(
             )
             key = task_key("fact-in", language, fact.text, count, backend.name, system)
             tasks.append((key, job))
-    # In-process models take turns (they hold a lock); HTTP generators run side by side.
-    workers = config.concurrency if any(g.concurrent for g in generators) else 1
+    workers = worker_count(config.concurrency, generators)
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment", workers).values())
     for round_ in range(1, TOP_UP_ROUNDS + 1):
         asked = _questions_per_fact(results)

@@ -19,14 +19,14 @@ from pydantic import BaseModel
 
 from minime.backends import ChatBackend
 from minime.config import DataConfig
-from minime.data.augment import fact_result, generator_system
-from minime.data.dedup import encode
-from minime.data.generate import Fact, ask_list, profile_facts, usable_question
+from minime.data.augment import fact_result
 from minime.data.records import records_from_results
 from minime.data.respond import respond
+from minime.generation import Fact, ask_list, generator_system, profile_facts, usable_question
 from minime.jsonl import load_jsonl, write_jsonl
+from minime.neardup import encode, is_near
 from minime.project import Project
-from minime.tasks import run_tasks, task_key, work_file
+from minime.tasks import run_tasks, task_key, work_file, worker_count
 
 #: Rounds of asking; facts still short after them are listed in the report.
 COVER_ROUNDS = 3
@@ -76,7 +76,7 @@ def cover(
     vectors = encode(kept, embedder) if kept else None
     short_before = len(_short(facts, rows, target))
     asked = near = answered = 0
-    workers = config.concurrency if any(g.concurrent for g in generators) else 1
+    workers = worker_count(config.concurrency, generators)
     for round_ in range(1, COVER_ROUNDS + 1):
         short = _short(facts, rows, target)
         if not short:
@@ -138,8 +138,8 @@ def _short(facts, rows: list[dict], target: int):
 
 
 def _distinct(candidates, vectors: np.ndarray | None, threshold: float, embedder: str):
-    """The candidates farther than `threshold` (cosine distance) from every kept question
-    (`vectors`, normalised) and from each other, with their embeddings."""
+    """The candidates that are no near duplicate (`neardup.is_near`) of any kept question
+    (`vectors`, normalised) or of each other, with their embeddings."""
     if not candidates:
         return [], None
     embedded = encode([r.prompt for r in candidates], embedder)
@@ -147,6 +147,6 @@ def _distinct(candidates, vectors: np.ndarray | None, threshold: float, embedder
     for i, vector in enumerate(embedded):
         pool = [p for p in (vectors, embedded[chosen]) if p is not None and len(p)]
         similarity = max((float((p @ vector).max()) for p in pool), default=-1.0)
-        if 1.0 - similarity >= threshold:
+        if not is_near(similarity, threshold):
             chosen.append(i)
     return [candidates[i] for i in chosen], embedded[chosen]

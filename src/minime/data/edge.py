@@ -19,9 +19,8 @@ from pydantic import BaseModel
 from minime.backends import ChatBackend
 from minime.bank import TEACHER_CATEGORIES, bank_prompts
 from minime.config import DataConfig
-from minime.data.augment import generator_system
-from minime.data.generate import ask_list, private_section, public_profile
 from minime.data.records import PromptRecord, records_from_results
+from minime.generation import ask_list, generator_system, private_section, public_profile
 from minime.jsonl import write_jsonl
 from minime.project import Project
 from minime.tasks import run_tasks, task_key, work_file, worker_count

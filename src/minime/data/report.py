@@ -12,8 +12,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from minime.data.generate import profile_facts
 from minime.fileio import write_text_atomic
+from minime.generation import profile_facts
 from minime.jsonl import load_jsonl
 from minime.project import Project
 from minime.tasks import task_key

@@ -32,13 +32,13 @@ from minime.bank import TEMPLATE_CATEGORIES, first_name, fixed_answer
 from minime.chat import system_prompt
 from minime.config import DataConfig
 from minime.data.fact_match import FactMatchReport, match_facts
-from minime.data.generate import profile_facts
 from minime.data.records import PromptRecord, read_records, record_id
+from minime.generation import profile_facts
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify, names_in
 from minime.policy import TEMPLATE_TOKEN, is_refusal, speaks_as_person, unsupported_claims
 from minime.project import Project
-from minime.tasks import run_tasks, task_key, work_file
+from minime.tasks import run_tasks, task_key, work_file, worker_count
 
 CATEGORY_INSTRUCTIONS = {
     "question": "",
@@ -262,7 +262,7 @@ def _attempt(
         messages = teacher_messages(project, record, retry)
         keys[record.id] = task_key(record.id, teacher.name, messages, params.model_dump_json())
         jobs.append((keys[record.id], partial(_answer, teacher, messages, params)))
-    workers = concurrency if teacher.concurrent else 1
+    workers = worker_count(concurrency, [teacher])
     answers = run_tasks(work_file(dst, name), jobs, f"teacher {name}", workers)
     check_keys, check_jobs = {}, []
     for record in records:
@@ -270,7 +270,7 @@ def _attempt(
         check_keys[record.id] = task_key(keys[record.id], judge.name if judge else None)
         job = partial(_check, project, judge, record, answer["answer"], answer["finish_reason"])
         check_jobs.append((check_keys[record.id], job))
-    workers = concurrency if judge is not None and judge.concurrent else 1
+    workers = worker_count(concurrency, [judge] if judge is not None else [])
     checks = run_tasks(work_file(dst, f"{name}-checks"), check_jobs, f"checking {name}", workers)
     return {r.id: (answers[keys[r.id]], checks[check_keys[r.id]]["reason"]) for r in records}
 

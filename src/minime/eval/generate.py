@@ -22,8 +22,6 @@ from pathlib import Path
 from minime.backends import ChatBackend, SamplingParams
 from minime.bank import bank_prompts
 from minime.config import DataConfig
-from minime.data.augment import generator_system
-from minime.data.generate import looks_like_question, profile_facts, public_profile
 from minime.errors import InputError
 from minime.eval.questions import (
     EvalQuestion,
@@ -32,6 +30,12 @@ from minime.eval.questions import (
     Rejected,
     load_questions,
     training_prompts,
+)
+from minime.generation import (
+    generator_system,
+    looks_like_question,
+    profile_facts,
+    public_profile,
 )
 from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify

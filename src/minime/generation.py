@@ -1,4 +1,5 @@
-"""Asking a generator model for lists of prompts, and splitting a profile into facts."""
+"""Asking a generator model for lists of prompts, checking the questions it writes, and
+splitting a profile into facts: the data stage and the evaluation both write questions with it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,25 @@ import re
 from dataclasses import dataclass
 
 from minime.backends import ChatBackend, SamplingParams
+from minime.project import Project
 
 _NUMBERING = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)]|Q\d*[:.])\s*", re.IGNORECASE)
+
+GENERATOR_SYSTEM = """\
+You write the questions that visitors to {name}'s personal website type into its chat \
+box. Visitors are recruiters, colleagues, conference organisers and curious readers. \
+They write short, natural questions and call {name} by first name or "she/he/they". \
+Here is {name}'s profile:
+\"\"\"
+{profile}
+\"\"\""""
+
+
+def generator_system(project: Project) -> str:
+    """The generators' shared system prompt (the same prefix for every call, so it is cached)."""
+    return GENERATOR_SYSTEM.format(name=project.name, profile=project.profile)
+
+
 #: A heading or opening sentence that marks what the person does not talk about.
 _PRIVATE_MARK = re.compile(
     r"(?:won'?t|will not|don'?t|do not|doesn'?t|does not|not|never|rather not|prefer not to) "
