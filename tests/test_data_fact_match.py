@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from minime.data.fact_match import match_facts
-from minime.data.generate import addresses_visitor_as_person, usable_question
 from minime.data.records import PromptRecord
+from minime.generation import addresses_visitor_as_person, usable_question
 
 FACTS = [
     "I have a dog, a beagle called Pixel.",
