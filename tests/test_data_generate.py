@@ -201,3 +201,20 @@ def test_a_chain_the_generator_did_not_combine_is_joined():
 def test_a_bare_greeting_is_not_a_fact():
     facts = profile_facts("Hola, soy Javier. I bake bread for a living in Seville.\n")
     assert [f.text for f in facts] == ["I bake bread for a living in Seville."]
+
+
+def test_editing_one_fact_asks_again_only_about_that_fact(tmp_path):
+    proj = project(tmp_path)
+    collected = tmp_path / "collected.jsonl"
+    write_jsonl(collected, [PromptRecord.create("Where does Ada work?", "real").model_dump()])
+    config = DataConfig(paraphrases=2, chains=0, questions_per_fact=3, translated_per_fact=1)
+    generator = ListGenerator()
+    augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
+    asked = len(generator.asked)
+    (tmp_path / "profile.md").write_text(PROFILE.replace("in 2020", "in 2021"))
+    edited = Project.open(tmp_path)
+    augment(edited, collected, tmp_path / "augmented.jsonl", [generator], config)
+    # The edited fact is asked about again, in English and in one other language; the
+    # paraphrase and the other facts' questions are reused.
+    again = [m[-1]["content"] for m in generator.asked[asked:]]
+    assert len(again) == 2 and all("She joined Span AB in 2021." in text for text in again)

@@ -253,3 +253,31 @@ def test_questions_about_a_fact_get_its_checked_restatement(example_project, tmp
     # The teacher was shown the fact it restates.
     shown = [m[0]["content"] for m in teacher.asked if m[-1]["content"] == restate]
     assert any(f'"{lives}"' in system for system in shown)
+
+
+def test_editing_one_fact_restates_only_that_fact(tmp_path):
+    from minime.project import Project
+
+    from conftest import EXAMPLE
+
+    (tmp_path / "profile.md").write_text((EXAMPLE / "profile.md").read_text())
+    (tmp_path / "minime.yaml").write_text("name: Mara Lindqvist\n")
+    lives = "I live in Gothenburg."
+    assert lives in (tmp_path / "profile.md").read_text()
+    src, dst = tmp_path / "deduped.jsonl", tmp_path / "responses.jsonl"
+    prompts = [
+        PromptRecord.create("Where does Mara live?", "profile", fact=lives),
+        record("What can you tell me about Mara?"),
+    ]
+    write_jsonl(src, (p.model_dump() for p in prompts))
+    teacher = FakeTeacher({}, default="Mara lives in Gothenburg.")
+    respond(Project.open(tmp_path), src, dst, teacher, DataConfig(judge=False))
+    asked = len(teacher.asked)
+    # An edit elsewhere in the profile: the fact's restatement is reused; the question
+    # about no particular fact, whose answer may use any line, is asked again.
+    profile = (tmp_path / "profile.md").read_text()
+    (tmp_path / "profile.md").write_text(profile + "\n- I collect fountain pens.\n")
+    report = respond(Project.open(tmp_path), src, dst, teacher, DataConfig(judge=False))
+    again = [m[-1]["content"] for m in teacher.asked[asked:]]
+    assert again == ["What can you tell me about Mara?"]
+    assert report.answered_by_statement == 1

@@ -26,6 +26,13 @@ def generator_system(project: Project) -> str:
     return GENERATOR_SYSTEM.format(name=project.name, profile=project.profile)
 
 
+def generator_key(project: Project) -> str:
+    """What a question-writing task's id covers of the generators' system prompt: its wording
+    and the person's name, not the profile. Questions about one fact (or paraphrases of one
+    prompt) are kept when another line of the profile is edited; the fact is in the id."""
+    return GENERATOR_SYSTEM.format(name=project.name, profile="")
+
+
 #: A heading or opening sentence that marks what the person does not talk about.
 _PRIVATE_MARK = re.compile(
     r"(?:won'?t|will not|don'?t|do not|doesn'?t|does not|not|never|rather not|prefer not to) "

@@ -20,6 +20,7 @@ from minime.data.records import PromptRecord, read_records, records_from_results
 from minime.generation import (
     Fact,
     ask_list,
+    generator_key,
     generator_system,
     looks_like_question,
     profile_facts,
@@ -58,24 +59,24 @@ def augment(
     interrupted run resumes. Generators take turns, task by task.
     """
     _, real = read_records(collected)
-    system = generator_system(project)
+    system, prompt_key = generator_system(project), generator_key(project)
     facts = profile_facts(project.profile)
     rng = random.Random(config.seed)
     tasks = []
     for i, record in enumerate(real):
         backend = generators[i % len(generators)]
         job = partial(_paraphrase, backend, system, record, config.paraphrases, i)
-        key = task_key("paraphrase", record.id, config.paraphrases, backend.name, system)
+        key = task_key("paraphrase", record.id, config.paraphrases, backend.name, prompt_key)
         tasks.append((key, job))
     for i, group in enumerate(_chain_groups(real, config.chains, rng)):
         backend = generators[i % len(generators)]
         job = partial(_chain, backend, system, group, 1000 + i)
-        tasks.append((task_key("chain", *(r.id for r in group), backend.name, system), job))
+        tasks.append((task_key("chain", *(r.id for r in group), backend.name, prompt_key), job))
     for i, fact in enumerate(facts):
         backend = generators[i % len(generators)]
         count = config.questions_per_fact
         job = partial(_ask_fact, backend, system, project.name, fact, count, 2000 + i)
-        key = task_key("fact", fact.section, fact.text, count, backend.name, system)
+        key = task_key("fact", fact.section, fact.text, count, backend.name, prompt_key)
         tasks.append((key, job))
         # Facts learned in one language transfer poorly to others: each fact is also asked
         # in the configured languages, one question per language, the languages in turn.
@@ -83,7 +84,7 @@ def augment(
             job = partial(
                 _ask_fact_in, backend, system, project.name, fact, language, count, 4000 + i
             )
-            key = task_key("fact-in", language, fact.text, count, backend.name, system)
+            key = task_key("fact-in", language, fact.text, count, backend.name, prompt_key)
             tasks.append((key, job))
     workers = worker_count(config.concurrency, generators)
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment", workers).values())
@@ -107,7 +108,9 @@ def augment(
                 have,
                 5000 + 100 * round_ + i,
             )
-            key = task_key("top-up", round_, fact.section, fact.text, have, backend.name, system)
+            key = task_key(
+                "top-up", round_, fact.section, fact.text, have, backend.name, prompt_key
+            )
             tasks.append((key, job))
         description = f"more questions for {len(short)} facts"
         topped = run_tasks(work_file(dst, f"top-up{round_}"), tasks, description, workers)

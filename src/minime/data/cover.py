@@ -22,7 +22,14 @@ from minime.config import DataConfig
 from minime.data.augment import fact_result
 from minime.data.records import records_from_results
 from minime.data.respond import respond
-from minime.generation import Fact, ask_list, generator_system, profile_facts, usable_question
+from minime.generation import (
+    Fact,
+    ask_list,
+    generator_key,
+    generator_system,
+    profile_facts,
+    usable_question,
+)
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.neardup import encode, is_near
 from minime.project import Project
@@ -71,7 +78,7 @@ def cover(
     rows = load_jsonl(responses)
     facts = profile_facts(project.profile)
     target = config.min_questions_per_fact
-    system = generator_system(project)
+    system, prompt_key = generator_system(project), generator_key(project)
     kept = [row["messages"][0]["content"] for row in rows]
     vectors = encode(kept, embedder) if kept else None
     short_before = len(_short(facts, rows, target))
@@ -88,7 +95,7 @@ def cover(
             asker = ASKERS[(round_ - 1) % len(ASKERS)]
             seed = 9000 + 100 * round_ + i
             job = partial(_ask, backend, system, project.name, fact, missing, asker, seed)
-            key = task_key("cover", round_, fact.text, missing, asker, backend.name, system)
+            key = task_key("cover", round_, fact.text, missing, asker, backend.name, prompt_key)
             tasks.append((key, job))
         results = run_tasks(
             work_file(dst, f"round{round_}.questions"), tasks, f"cover: {len(short)} facts", workers

@@ -12,11 +12,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from minime.data.respond import check_key
 from minime.fileio import write_text_atomic
 from minime.generation import profile_facts
 from minime.jsonl import load_jsonl
 from minime.project import Project
-from minime.tasks import task_key
 
 #: Sample rows shown per category, and rejected answers shown in all.
 SAMPLES_PER_CATEGORY = 3
@@ -120,7 +120,7 @@ def rejected_answers(project: Project, out: Path) -> list[dict]:
         reasons = {row["id"]: row.get("reason") for row in _records(checks_file)}
         for answer in _records(answers_file):
             for judge in judges:
-                reason = reasons.get(task_key(answer["id"], judge))
+                reason = reasons.get(check_key(project, answer["id"], judge))
                 if reason:
                     rejected.append({"reason": reason, "answer": answer.get("answer", "")})
                     break

@@ -260,19 +260,36 @@ def _attempt(
     keys, jobs = {}, []
     for record in records:
         messages = teacher_messages(project, record, retry)
-        keys[record.id] = task_key(record.id, teacher.name, messages, params.model_dump_json())
+        covered = _answer_depends_on(project, record, messages)
+        keys[record.id] = task_key(record.id, teacher.name, covered, params.model_dump_json())
         jobs.append((keys[record.id], partial(_answer, teacher, messages, params)))
     workers = worker_count(concurrency, [teacher])
     answers = run_tasks(work_file(dst, name), jobs, f"teacher {name}", workers)
     check_keys, check_jobs = {}, []
     for record in records:
         answer = answers[keys[record.id]]
-        check_keys[record.id] = task_key(keys[record.id], judge.name if judge else None)
+        check_keys[record.id] = check_key(project, keys[record.id], judge.name if judge else None)
         job = partial(_check, project, judge, record, answer["answer"], answer["finish_reason"])
         check_jobs.append((check_keys[record.id], job))
     workers = worker_count(concurrency, [judge] if judge is not None else [])
     checks = run_tasks(work_file(dst, f"{name}-checks"), check_jobs, f"checking {name}", workers)
     return {r.id: (answers[keys[r.id]], checks[check_keys[r.id]]["reason"]) for r in records}
+
+
+def _answer_depends_on(project: Project, record: PromptRecord, messages: list[dict]):
+    """What an answer's task id covers: its whole conversation, except that for a question
+    about one fact (and that fact's restatement) the rest of the profile is left out. So an
+    edit of one line of the profile asks the teacher again only about the facts it changed;
+    every answer is still checked against the new profile (`check_key`)."""
+    if not record.fact:
+        return messages
+    profile = project.profile.strip()
+    return [{**m, "content": m["content"].replace(profile, "")} for m in messages]
+
+
+def check_key(project: Project, answer_key: str, judge: str | None) -> str:
+    """The task id of an answer's check: the answer, the judge and the profile it checks against."""
+    return task_key(answer_key, judge, project.profile)
 
 
 def teacher_messages(project: Project, record: PromptRecord, retry: bool = False) -> list[dict]:
