@@ -186,7 +186,6 @@ def test_rerun_answers_only_new_prompts(example_project, tmp_path):
 
 def test_http_teachers_get_concurrent_requests(example_project, tmp_path, scripted_server):
     import threading
-    import time
 
     from minime.backends.openai_http import OpenAIBackend
 
@@ -212,13 +211,12 @@ def test_http_teachers_get_concurrent_requests(example_project, tmp_path, script
     teacher.complete = counting.__get__(teacher)
     src = tmp_path / "deduped.jsonl"
     write_jsonl(src, (record(f"Where does Mara work? {i}").model_dump() for i in range(8)))
-    start = time.monotonic()
     report = respond(
         example_project, src, tmp_path / "r.jsonl", teacher, DataConfig(judge=False, concurrency=4)
     )
     assert report.rows == 8
+    # Four requests were in flight at once (a wall-clock bound would fail on a busy machine).
     assert peak[0] == 4
-    assert time.monotonic() - start < 8 * 0.2
 
 
 def test_questions_about_a_fact_get_its_checked_restatement(example_project, tmp_path):
@@ -233,7 +231,7 @@ def test_questions_about_a_fact_get_its_checked_restatement(example_project, tmp
     ]
     src = tmp_path / "deduped.jsonl"
     write_jsonl(src, (p.model_dump() for p in prompts))
-    restate = RESTATE["en"].format(first="Mara")
+    restate = RESTATE["en"].format(first="Mara", fact=lives)
     teacher = FakeTeacher(
         # Tasks run in id order; the restatement of `joined` first drops its year, so it
         # fails both tries and its question is answered on its own.

@@ -26,6 +26,21 @@ def generator_system(project: Project) -> str:
     return GENERATOR_SYSTEM.format(name=project.name, profile=project.profile)
 
 
+#: The system prompt for writing questions about one fact: no profile, only the fact (in the
+#: request). Shown the whole profile, a 1.5B generator asked about one fact wrote about
+#: others: half of its questions on the second persona were nearest another fact.
+FACT_QUESTION_SYSTEM = """\
+You write the questions that visitors to {name}'s personal website type into its chat \
+box to learn about {name}. Visitors are recruiters, colleagues, customers and curious \
+readers. They write short, natural questions about {name}, call {name} by first name or \
+"she/he/they", and never say "you" to {name}."""
+
+
+def fact_question_system(project: Project) -> str:
+    """The system prompt for questions about one fact (the same for every fact, so cached)."""
+    return FACT_QUESTION_SYSTEM.format(name=project.name)
+
+
 def generator_key(project: Project) -> str:
     """What a question-writing task's id covers of the generators' system prompt: its wording
     and the person's name, not the profile. Questions about one fact (or paraphrases of one

@@ -20,6 +20,7 @@ from minime.data.records import PromptRecord, read_records, records_from_results
 from minime.generation import (
     Fact,
     ask_list,
+    fact_question_system,
     generator_key,
     generator_system,
     looks_like_question,
@@ -60,6 +61,7 @@ def augment(
     """
     _, real = read_records(collected)
     system, prompt_key = generator_system(project), generator_key(project)
+    fact_system = fact_question_system(project)
     facts = profile_facts(project.profile)
     rng = random.Random(config.seed)
     tasks = []
@@ -75,16 +77,16 @@ def augment(
     for i, fact in enumerate(facts):
         backend = generators[i % len(generators)]
         count = config.questions_per_fact
-        job = partial(_ask_fact, backend, system, project.name, fact, count, 2000 + i)
-        key = task_key("fact", fact.section, fact.text, count, backend.name, prompt_key)
+        job = partial(_ask_fact, backend, fact_system, project.name, fact, count, 2000 + i)
+        key = task_key("fact", fact.section, fact.text, count, backend.name, fact_system)
         tasks.append((key, job))
         # Facts learned in one language transfer poorly to others: each fact is also asked
         # in the configured languages, one question per language, the languages in turn.
         for language, count in _languages_for(i, config.languages, config.translated_per_fact):
             job = partial(
-                _ask_fact_in, backend, system, project.name, fact, language, count, 4000 + i
+                _ask_fact_in, backend, fact_system, project.name, fact, language, count, 4000 + i
             )
-            key = task_key("fact-in", language, fact.text, count, backend.name, prompt_key)
+            key = task_key("fact-in", language, fact.text, count, backend.name, fact_system)
             tasks.append((key, job))
     workers = worker_count(config.concurrency, generators)
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment", workers).values())
@@ -101,7 +103,7 @@ def augment(
             job = partial(
                 _top_up,
                 backend,
-                system,
+                fact_system,
                 project.name,
                 fact,
                 missing,
@@ -109,7 +111,7 @@ def augment(
                 5000 + 100 * round_ + i,
             )
             key = task_key(
-                "top-up", round_, fact.section, fact.text, have, backend.name, prompt_key
+                "top-up", round_, fact.section, fact.text, have, backend.name, fact_system
             )
             tasks.append((key, job))
         description = f"more questions for {len(short)} facts"

@@ -22,21 +22,14 @@ from minime.config import DataConfig
 from minime.data.augment import fact_result
 from minime.data.records import records_from_results
 from minime.data.respond import respond
-from minime.generation import (
-    Fact,
-    ask_list,
-    generator_key,
-    generator_system,
-    profile_facts,
-    usable_question,
-)
+from minime.generation import Fact, ask_list, fact_question_system, profile_facts, usable_question
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.neardup import encode, is_near
 from minime.project import Project
 from minime.tasks import run_tasks, task_key, work_file, worker_count
 
 #: Rounds of asking; facts still short after them are listed in the report.
-COVER_ROUNDS = 3
+COVER_ROUNDS = 2
 #: Extra questions asked beyond the shortfall, for those dedup and the checks will drop.
 MARGIN = 4
 #: One asker per round: small generators write more, and more varied, questions when given
@@ -78,7 +71,7 @@ def cover(
     rows = load_jsonl(responses)
     facts = profile_facts(project.profile)
     target = config.min_questions_per_fact
-    system, prompt_key = generator_system(project), generator_key(project)
+    system = fact_question_system(project)
     kept = [row["messages"][0]["content"] for row in rows]
     vectors = encode(kept, embedder) if kept else None
     short_before = len(_short(facts, rows, target))
@@ -95,7 +88,7 @@ def cover(
             asker = ASKERS[(round_ - 1) % len(ASKERS)]
             seed = 9000 + 100 * round_ + i
             job = partial(_ask, backend, system, project.name, fact, missing, asker, seed)
-            key = task_key("cover", round_, fact.text, missing, asker, backend.name, prompt_key)
+            key = task_key("cover", round_, fact.text, missing, asker, backend.name, system)
             tasks.append((key, job))
         results = run_tasks(
             work_file(dst, f"round{round_}.questions"), tasks, f"cover: {len(short)} facts", workers

@@ -57,15 +57,17 @@ FACT_HINT = (
     'The profile answers this with: "{fact}". Copy names and numbers exactly as written there.'
 )
 STRICTER = " Use only facts written in the profile and copy names and numbers exactly from it."
-#: The visitor turn of a fact's restatement, per language (the fact is in the system
-#: prompt). Asked in English, a 1.5B teacher answers in English whatever it is told, and
-#: asked what "the profile says" it answers "Javier's profile states that ...".
+#: The visitor turn of a fact's restatement, per language: the fact itself, to be said again
+#: about the person. Asked in English, a 1.5B teacher answers in English whatever it is told;
+#: asked what "the profile says" it answers "Javier's profile states that ..."; and asked to
+#: "tell this" with the fact only in the system prompt, it wrote an overview of the person
+#: in other languages ("Javier ist ein Bäcker und Schriftsteller ...") instead of the fact.
 RESTATE = {
-    "en": "Tell me this about {first} in one or two sentences.",
-    "sv": "Berätta det här om {first} med en eller två meningar.",
-    "de": "Erzähl mir das über {first} in ein oder zwei Sätzen.",
-    "es": "Cuéntame esto sobre {first} en una o dos frases.",
-    "fr": "Dis-moi cela sur {first} en une ou deux phrases.",
+    "en": 'Say this about {first} in one or two sentences: "{fact}"',
+    "sv": 'Säg det här om {first} på svenska, med en eller två meningar: "{fact}"',
+    "de": 'Sag das über {first} auf Deutsch, in ein oder zwei Sätzen: "{fact}"',
+    "es": 'Di esto sobre {first} en español, en una o dos frases: "{fact}"',
+    "fr": 'Dis cela sur {first} en français, en une ou deux phrases : "{fact}"',
 }
 
 JUDGE_SYSTEM = """\
@@ -213,7 +215,7 @@ def _statements(
             fact, language = key
             pseudo[key] = PromptRecord(
                 id=record_id(f"statement {language or 'en'}", fact),
-                prompt=RESTATE.get(language or "en", RESTATE["en"]).format(first=first),
+                prompt=RESTATE.get(language or "en", RESTATE["en"]).format(first=first, fact=fact),
                 category="multilingual" if language else "question",
                 source="profile",
                 fact=fact,
