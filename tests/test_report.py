@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from minime.cli import app
 from minime.data.report import format_value, step_tables, write_report
+from minime.data.respond import check_key
 from minime.project import Project
-from minime.tasks import task_key
 
 PROFILE = "# Ada\n\n- I build bridges at Span & Co.\n- I live in Lund.\n"
 
@@ -47,7 +47,8 @@ def project(tmp_path):
     (out / "responses.answers.jsonl").write_text(
         json.dumps({"id": "a1", "answer": "Ada is 41."}) + "\n"
     )
-    check = {"id": task_key("a1", "qwen2.5-coder-1.5b-instruct"), "reason": "unsupported: 41"}
+    judge = "qwen2.5-coder-1.5b-instruct"
+    check = {"id": check_key(Project.open(tmp_path), "a1", judge), "reason": "unsupported: 41"}
     (out / "responses.answers-checks.jsonl").write_text(json.dumps(check) + "\n")
     summary = {
         "dedup": {
