@@ -26,13 +26,7 @@ from transformers import (
 
 from minime.errors import ConfigError
 from minime.registry import GEMMA3_CHAT_TEMPLATE
-from minime.student import (
-    METADATA,
-    end_of_turn_ids,
-    load_student,
-    student_folder,
-    without_default_system,
-)
+from minime.student import METADATA, end_of_turn_ids, load_student, student_folder
 
 from conftest import bundled_model_path
 
@@ -143,30 +137,6 @@ def test_gguf_without_any_chat_template_is_refused(fake_gguf, tiny_model_dir, mo
     assert not cache.exists() or list(cache.iterdir()) == []
 
 
-SMOLLM2_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by "
-    "Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + "
-    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-
-
-def test_the_default_system_turn_is_dropped_and_the_rest_kept():
-    from jinja2 import Template
-
-    template = without_default_system(SMOLLM2_TEMPLATE)
-    visitor = [{"role": "user", "content": "Hi"}]
-    assert Template(template).render(messages=visitor, add_generation_prompt=True) == (
-        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-    )
-    with_system = [{"role": "system", "content": "S"}, *visitor]
-    assert Template(template).render(messages=with_system) == Template(SMOLLM2_TEMPLATE).render(
-        messages=with_system
-    )
-    assert without_default_system(GEMMA3_CHAT_TEMPLATE) == GEMMA3_CHAT_TEMPLATE
-
-
 # --- The real bundled GGUFs ------------------------------------------------------------------
 
 STUDENTS = ["smollm2-135m-instruct", "gemma3-270m"]
@@ -244,9 +214,6 @@ def test_converted_gguf_predicts_like_llama_cpp(converted, name):
 @pytest.mark.integration
 def test_end_of_turn_ids_of_the_bundled_students(converted):
     _, _, smollm2 = converted("smollm2-135m-instruct")
-    assert "SmolLM" not in smollm2.apply_chat_template(
-        [{"role": "user", "content": "Hi"}], tokenize=False
-    )
     assert smollm2.convert_tokens_to_ids("<|im_end|>") in end_of_turn_ids(smollm2)
     assert smollm2.pad_token_id not in end_of_turn_ids(smollm2)
     _, _, gemma = converted("gemma3-270m")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,16 +32,6 @@ END_OF_TURN_MARKERS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext
 
 #: Written last into a converted folder: its presence means the conversion finished.
 METADATA = "minime.json"
-
-#: A chat template's default system turn, written when a conversation has none (SmolLM2's
-#: "You are a helpful AI assistant named SmolLM, trained by Hugging Face"). The student
-#: answers visitors with no system prompt, so that turn would be about a quarter of every
-#: training row and be read before every visitor's message; converted students drop it.
-_DEFAULT_SYSTEM_TURN = re.compile(
-    r"\{%-?\s*if loop\.first and messages\[0\]\['role'\] != 'system'\s*-?%\}"
-    r".*?\{%-?\s*endif\s*-?%\}",
-    re.DOTALL,
-)
 
 
 def student_folder(spec: str, cache: Path | None = None) -> Path:
@@ -85,8 +74,7 @@ def _fingerprint(resolved: ResolvedModel) -> str:
     else:
         stat = resolved.path.stat()
         source = f"{resolved.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    template = f"{resolved.chat_template or ''}\n{_DEFAULT_SYSTEM_TURN.pattern}"
-    return hashlib.sha256(f"{source}\n{template}".encode()).hexdigest()
+    return hashlib.sha256(f"{source}\n{resolved.chat_template or ''}".encode()).hexdigest()
 
 
 def _convert(resolved: ResolvedModel, fingerprint: str, target: Path) -> None:
@@ -99,9 +87,7 @@ def _convert(resolved: ResolvedModel, fingerprint: str, target: Path) -> None:
     )
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     # The registry's template wins: bundled base models have none of their own.
-    tokenizer.chat_template = without_default_system(
-        resolved.chat_template or tokenizer.chat_template or ""
-    )
+    tokenizer.chat_template = resolved.chat_template or tokenizer.chat_template
     if not tokenizer.chat_template:
         raise ConfigError(
             f"{resolved.spec}: the GGUF has no chat template (tokenizer.chat_template) and "
@@ -139,11 +125,6 @@ def _convert(resolved: ResolvedModel, fingerprint: str, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def without_default_system(template: str) -> str:
-    """`template` without the system turn it writes when a conversation has none."""
-    return _DEFAULT_SYSTEM_TURN.sub("", template)
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
