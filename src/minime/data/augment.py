@@ -213,7 +213,7 @@ def _languages_for(index: int, languages: list[str], count: int) -> list[tuple[s
     if not languages:
         return []
     chosen = [languages[(index * count + j) % len(languages)] for j in range(count)]
-    return sorted(Counter(chosen).items(), key=lambda item: chosen.index(item[0]))
+    return list(Counter(chosen).items())  # a Counter keeps first-seen order
 
 
 def _top_up(
