@@ -218,8 +218,8 @@ def test_real_stages_run_once_then_are_up_to_date(tmp_path):
         "models: {chat: smollm2-135m-instruct, student: smollm2-135m-instruct}\n"
         "chat: {n_threads: 1}\n"
         "distill: {max_epochs: 1, threads: 2}\n"
-        # Q8_0 only: a one-epoch student of 16 rows is too weak for Q4_K_M to keep ending
-        # its turns where F16 does, and export's checks rightly fail it.
+        # Q8_0 only, to keep the test short; a one-epoch student of 16 rows still loops on
+        # some sampled answers, which export's checks tolerate up to a share of the prompts.
         "export: {quantizations: [q8_0]}\n"
         "eval: {generated_facts: 0, generated_per_category: 0, max_tokens: 32}\n"
     )

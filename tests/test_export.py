@@ -384,18 +384,23 @@ def test_model_card_names_licence_data_training_and_figures(tmp_path):
     assert "ollama create asa-example -f Modelfile" in card
 
 
-def test_answers_that_never_end_fail_unless_the_student_itself_loops_on_a_few():
+def test_answers_that_never_end_fail_only_beyond_a_few():
     from minime.export.verify import endless_verdicts
 
     answers = {"q8_0": [3, 7], "q4_k_m": [3]}
     failures, warnings = endless_verdicts(answers, {3, 7}, rows=50, max_tokens=256)
     assert failures == [] and len(warnings) == 1 and "2 of 50" in warnings[0]
     failures, warnings = endless_verdicts(answers, {3}, rows=50, max_tokens=256)
+    assert failures == [] and "q8_0: 1 of 50" in warnings[0] and "1 of 50" in warnings[1]
+    quantized = {"q8_0": list(range(6)), "q4_k_m": [0]}
+    failures, warnings = endless_verdicts(quantized, set(), rows=50, max_tokens=256)
     assert failures == [
-        "q8_0: 1 of 50 validation prompts did not end its turn within 256 tokens, although "
+        "q8_0: 6 of 50 validation prompts did not end its turn within 256 tokens, although "
         "the F16 file ends them"
     ]
-    assert "1 of 50" in warnings[0]
+    assert warnings[0].startswith("q4_k_m: 1 of 50") and "too few to fail" in warnings[0]
+    failures, _ = endless_verdicts({"q8_0": [1]}, set(), rows=4, max_tokens=256)
+    assert failures == []
     many = {"q8_0": list(range(20))}
     failures, warnings = endless_verdicts(many, set(range(20)), rows=50, max_tokens=256)
     assert warnings == [] and failures[0].endswith("train it further")

@@ -12,7 +12,8 @@ Four checks, each with its figures in `verify.json`:
   served (`chat.temperature`, `top_p`, `seed`), ends its turn with an end-of-turn token
   within the token limit, and writes no template token. Where an answer never ends, the F16
   file answers the same prompt too: if it does not end either, the fault is the student's
-  own (a repetition loop, a stop never learned), which the failure message says.
+  own (a repetition loop, a stop never learned), which the failure message says. Either
+  kind fails the file only beyond MAX_STUDENT_LOOP_SHARE of the prompts (and never for one).
 """
 
 from __future__ import annotations
@@ -280,15 +281,24 @@ def endless_verdicts(
     """Failures and warnings for answers that never ended (`endless_rows`: per quantized
     file, the prompts it did not end): a quantized file's fault where the F16 file ends
     them; the student's own loops (`student_loops`) where it does not, which fail only
-    beyond MAX_STUDENT_LOOP_SHARE of the `rows` prompts."""
+    beyond MAX_STUDENT_LOOP_SHARE of the `rows` prompts; the quantized file's likewise, and
+    never for a single prompt."""
     failures, warnings = [], []
+    # Answers are sampled, so one quantized draw that loops where F16's draw ends is no proof
+    # against the file: a broken export loops on most prompts. One such prompt, or up to
+    # MAX_STUDENT_LOOP_SHARE of them, is a warning.
+    tolerated = max(1.0, MAX_STUDENT_LOOP_SHARE * rows)
     for quant, endless in endless_rows.items():
         unended = [i for i in endless if i not in student_loops]
         if unended:
-            failures.append(
+            message = (
                 f"{quant}: {len(unended)} of {rows} validation prompts did not end its turn "
                 f"within {max_tokens} tokens, although the F16 file ends them"
             )
+            if len(unended) > tolerated:
+                failures.append(message)
+            else:
+                warnings.append(message + " (sampled answers; too few to fail the file)")
     if student_loops:
         loops = (
             "f16 (the trained weights, unquantized) does not end its answer to "
