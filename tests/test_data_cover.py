@@ -1,6 +1,7 @@
 """`cover` tops up facts with too few answered questions, skipping near-duplicates."""
 
 import hashlib
+import re
 
 import numpy as np
 
@@ -33,6 +34,16 @@ class QuestionWriter(ChatBackend):
         lines = [f"What about Ada and {topic}, part {self.calls}-{i}?" for i in range(4)]
         lines.append("What does Ada build?")
         yield Delta(text="\n".join(lines))
+        yield Delta(text="", finish_reason="stop", usage=Usage(10, 5))
+
+
+class FactTeacher(FakeTeacher):
+    """Answers with the fact its instructions quote (respond's fact hint or restatement)."""
+
+    def stream(self, messages, params):
+        self.asked.append(messages)
+        fact = re.search(r'"(Ada [^"]+)"', messages[0]["content"] + messages[-1]["content"])
+        yield Delta(text=fact.group(1) if fact else self.default)
         yield Delta(text="", finish_reason="stop", usage=Usage(10, 5))
 
 
@@ -80,7 +91,7 @@ def test_cover_tops_up_short_facts_and_skips_duplicates(tmp_path, monkeypatch):
     existing = [row("What does Ada build?", BRIDGES), row("Where does Ada work?", BRIDGES)]
     write_jsonl(responses, existing)
     config = DataConfig(min_questions_per_fact=5, judge=False)
-    writer, teacher = QuestionWriter(), FakeTeacher({}, default="Ada builds bridges in Lund.")
+    writer, teacher = QuestionWriter(), FactTeacher({})
 
     report = cover(project, responses, dst, [writer], teacher, "fake", config)
 

@@ -163,6 +163,34 @@ def test_declining_a_question_about_a_profile_fact_is_rejected(example_project):
     assert f'The profile answers this with: "{fact}"' in retry and "Use only facts" in retry
 
 
+def test_an_answer_that_states_another_fact_instead_is_rejected(example_project):
+    fact = "I run the Gothenburg Half Marathon every May."
+    question = PromptRecord.create("Does Mara do any sport?", "profile", fact=fact)
+    overview = "Mara is a senior embedded software engineer at Verdant Loop in Gothenburg."
+    assert check_answer(example_project, question, overview, "stop") == "off_fact"
+    assert check_answer(example_project, question, "Mara likes sports.", "stop") == "off_fact"
+    right = "Yes: Mara runs the Gothenburg Half Marathon every May."
+    assert check_answer(example_project, question, right, "stop") == ""
+    # Words cannot be compared across languages: there only names and numbers are checked.
+    german = PromptRecord.create(
+        "Treibt Mara Sport?", "profile", category="multilingual", language="de", fact=fact
+    )
+    assert check_answer(example_project, german, "Mara läuft jeden Mai.", "stop") == ""
+
+
+def test_a_restatement_keeps_the_facts_numbers_and_most_of_its_words():
+    from minime.data.respond import _restates
+
+    fact = "I joined Verdant Loop in March 2022. I lead a team of four engineers."
+    name = "Mara Lindqvist"
+    assert _restates(
+        fact, None, "Mara joined Verdant Loop in March 2022 and leads four engineers.", name
+    )
+    assert not _restates(fact, None, "Mara joined Verdant Loop in March.", name)
+    assert not _restates(fact, None, "Mara Lindqvist is an engineer since 2022.", name)
+    assert _restates(fact, "de", "Mara kam im März 2022 zu Verdant Loop.", name)
+
+
 def test_capitalised_nouns_are_not_names_outside_english(example_project):
     question = PromptRecord.create(
         "Wo arbeitet Mara?", "edge", category="multilingual", language="de"

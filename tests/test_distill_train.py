@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl
 from minime.distill import distill
 from minime.distill import train as train_module
 from minime.distill import trainer as trainer_module
-from minime.distill.data import collate, encode_row
+from minime.distill.data import collate, encode_row, repeat_fact_rows
 from minime.distill.losses import IGNORE_INDEX as IGNORE
 from minime.distill.trainer import PACE_STEPS, TimeBudget, cosine_factor
 from minime.errors import InputError
@@ -96,7 +97,8 @@ def make_project(tmp_path, student, settings=""):
     (root / "profile.md").write_text("# Mara\n\n" + "\n".join(f"- {f}" for _, _, f in QA))
     (root / "minime.yaml").write_text(
         f"name: Mara\nmodels:\n  student: '{student}'\ndistill:\n  batch_size: 3\n"
-        f"  threads: 1\n  max_epochs: 4\n  patience: 10\n  learning_rate: 0.01\n{settings}"
+        f"  threads: 1\n  max_epochs: 4\n  patience: 10\n  learning_rate: 0.01\n"
+        f"  fact_rows: 5\n{settings}"
     )
     tokenizer = AutoTokenizer.from_pretrained(student)
     write_jsonl(root / "out" / "data" / "train.jsonl", make_rows(tokenizer, 4))
@@ -234,13 +236,26 @@ def test_recall_needs_the_numbers_and_most_terms():
     assert recalls("Mara joined Verdant Loop in March 2022.", dates)
 
 
+def test_facts_with_few_rows_have_them_repeated_in_turn():
+    rows = [{"id": f"a{i}", "fact": "A"} for i in range(3)] + [{"id": "b0", "fact": "B"}]
+    rows += [{"id": "decline", "fact": None}]
+    trained = repeat_fact_rows(rows, 5, seed=0)
+    assert trained[: len(rows)] == rows
+    counts = Counter(row["id"] for row in trained)
+    assert counts["b0"] == 5 and counts["decline"] == 1
+    assert sorted(counts[f"a{i}"] for i in range(3)) == [1, 2, 2]
+    assert repeat_fact_rows(rows, 0, seed=0) == rows
+    assert repeat_fact_rows(rows, 5, seed=0) == trained
+
+
 @pytest.mark.parametrize("settings", ["  method: sft\n", "  method: kd\n  tuning: lora\n"])
 def test_distill_trains_saves_and_reports(tmp_path, tiny_student, settings):
     project = Project.open(make_project(tmp_path, tiny_student, settings))
     report = distill(project)
     out = project.out_dir("distill")
     assert report.mode == ("sft" if "sft" in settings else "sparse")
-    assert report.steps == 4 * 4  # 12 rows / batch 3 x 4 epochs
+    # 12 rows, 4 per fact, and one repeat of each fact's (fact_rows 5) / batch 3 x 4 epochs
+    assert report.repeated_fact_rows == 3 and report.steps == 5 * 4
     losses = [h["loss"] for h in report.history if "loss" in h]
     assert losses[-1] < losses[0]
     assert report.best_fact_recall is not None and report.fact_recall_val is not None
@@ -290,8 +305,9 @@ def test_sigkill_during_training_then_resume(tmp_path, tiny_student):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = json.loads((root / "out" / "distill" / "report.json").read_text())
     steps = [h["step"] for h in report["history"] if "loss" in h]
-    # The history continues from the checkpoint instead of starting at step 1 again.
-    assert steps and steps == sorted(steps) and report["steps"] == 30 * 4
+    # The history continues from the checkpoint instead of starting at step 1 again (15 rows
+    # with the facts' repeats: 5 steps an epoch).
+    assert steps and steps == sorted(steps) and report["steps"] == 30 * 5
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_horizon():

@@ -158,6 +158,12 @@ class DistillConfig(_Section):
         "stopping; the checkpoint with the best score is kept.",
     )
     eval_per_epoch: int = Field(1, ge=1, le=20, description="Evaluations per epoch.")
+    fact_rows: int = Field(
+        16,
+        ge=0,
+        description="Rows each profile fact is trained on per epoch at least: a fact with "
+        "fewer answered questions has them repeated (0: no repeats).",
+    )
     max_length: int = Field(512, ge=32, description="Longest training row, in tokens.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bfloat16 on a GPU that has it, else float32."

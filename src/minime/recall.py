@@ -51,6 +51,32 @@ def recalls(answer: str, keys: set[str]) -> bool:
     return found >= MIN_TERM_SHARE * len(words)
 
 
+def matched_terms(
+    answer: str, fact: str, ignore: frozenset[str] = frozenset()
+) -> tuple[int, float]:
+    """How many of `fact`'s terms (less `ignore`) `answer` contains, and what share of them."""
+    wanted = terms(fact, ignore)
+    found = sum(_contains(answer, t) for t in wanted)
+    return found, found / len(wanted) if wanted else 0.0
+
+
+def states_other_fact(answer: str, fact: str, facts: list[str], name: str) -> bool:
+    """Whether `answer`, given for a question about `fact`, states none of it or rather
+    another of `facts`: one whose terms it holds both more of and a larger share of. The
+    overview a 1.5B teacher writes for any question ("Javier is the head baker and co-owner
+    of ...") holds a few words of most facts and nearly all of the overview's own."""
+    ignore = frozenset(terms(name))
+    own, own_share = matched_terms(answer, fact, ignore)
+    if own == 0:
+        return True
+    for other in facts:
+        if other != fact:
+            count, share = matched_terms(answer, other, ignore)
+            if count > own and share > own_share:
+                return True
+    return False
+
+
 def stem(term: str) -> str:
     """The part of a key term an answer must contain: a word of five letters or more loses
     up to two final letters (lead/leads, sing/singing); numbers and short words stay."""

@@ -10,12 +10,13 @@ log-probs (ids and strings) are kept for distillation.
 
 Nothing the teacher writes enters the training set unchecked: an answer is rejected when it
 is empty, cut off, leaks template tokens, declines a question its fact answers, speaks as
-the person ("I live in ..."), is in another language than the question, or states a
+the person ("I live in ..."), is in another language than the question, states a
 number or name that the profile (for a number asked about one fact: that fact) does not
-have; an optional judge pass (the teacher, shown the profile) catches unsupported claims
-that have neither. A rejected answer is generated once more with a stricter instruction;
-if that fails too, the prompt is dropped (replacing it with "I don't know" would teach the
-student to refuse answerable questions).
+have, or, for an English question about one fact, states another fact instead (the
+overview a 1.5B teacher gives for any question); an optional judge pass (the teacher,
+shown the profile) catches unsupported claims that have neither. A rejected answer is
+generated once more with a stricter instruction; if that fails too, the prompt is dropped
+(replacing it with "I don't know" would teach the student to refuse answerable questions).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from minime.jsonl import write_jsonl
 from minime.language import LANGUAGE_NAMES, identify, names_in
 from minime.policy import TEMPLATE_TOKEN, is_refusal, speaks_as_person, unsupported_claims
 from minime.project import Project
+from minime.recall import matched_terms, states_other_fact, terms
 from minime.tasks import run_tasks, task_key, work_file, worker_count
 
 CATEGORY_INSTRUCTIONS = {
@@ -56,6 +58,11 @@ VOICE = (
 FACT_HINT = (
     'The profile answers this with: "{fact}". Copy names and numbers exactly as written there.'
 )
+#: The version of `check_answer`'s rules, in every check's task id: raised when they change,
+#: so that answers checked by older rules are checked again.
+CHECK_RULES = 2
+#: Share of an English fact's words its restatement must keep.
+RESTATEMENT_MIN_SHARE = 0.5
 STRICTER = " Use only facts written in the profile and copy names and numbers exactly from it."
 #: The visitor turn of a fact's restatement, per language: the fact itself, to be said again
 #: about the person. Asked in English, a 1.5B teacher answers in English whatever it is told;
@@ -232,15 +239,20 @@ def _statements(
         )
         for key, record in todo:
             answer, reason = results[record.id]
-            if not reason and _keeps_numbers(key[0], answer["answer"]):
+            if not reason and _restates(key[0], key[1], answer["answer"], project.name):
                 chosen[key] = answer
         todo = [(key, record) for key, record in todo if key not in chosen]
     return chosen
 
 
-def _keeps_numbers(fact: str, answer: str) -> bool:
-    """Whether every number of `fact` is in `answer` (a restatement drops none)."""
-    return all(number in answer for number in re.findall(r"\d+(?:[.,:]\d+)*", fact))
+def _restates(fact: str, language: str | None, answer: str, name: str) -> bool:
+    """Whether `answer` restates `fact`: it keeps every number and, in English, at least
+    RESTATEMENT_MIN_SHARE of the fact's words (other languages share only its names)."""
+    if not all(number in answer for number in re.findall(r"\d+(?:[.,:]\d+)*", fact)):
+        return False
+    if language not in (None, "en"):
+        return True
+    return matched_terms(answer, fact, frozenset(terms(name)))[1] >= RESTATEMENT_MIN_SHARE
 
 
 def _attempt(
@@ -290,8 +302,9 @@ def _answer_depends_on(project: Project, record: PromptRecord, messages: list[di
 
 
 def check_key(project: Project, answer_key: str, judge: str | None) -> str:
-    """The task id of an answer's check: the answer, the judge and the profile it checks against."""
-    return task_key(answer_key, judge, project.profile)
+    """The task id of an answer's check: the answer, the judge, the profile it checks against
+    and the version of the rules (CHECK_RULES)."""
+    return task_key(answer_key, judge, project.profile, CHECK_RULES)
 
 
 def teacher_messages(project: Project, record: PromptRecord, retry: bool = False) -> list[dict]:
@@ -351,6 +364,10 @@ def check_answer(
         # A question written about a profile fact has an answer: declining it would teach
         # the student to refuse what it should know.
         return "refused_answerable" if record.fact else ""
+    if record.fact and english:
+        facts = [fact.text for fact in profile_facts(project.profile)]
+        if states_other_fact(text, record.fact, facts, project.name):
+            return "off_fact"
     if judge is not None and not _judge_supports(judge, project, record.prompt, text):
         return "judge: unsupported"
     return ""

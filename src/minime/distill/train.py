@@ -25,7 +25,13 @@ from minime import layout
 from minime.bank import DECLINE_CATEGORIES
 from minime.chat import system_prompt
 from minime.config import DistillConfig
-from minime.distill.data import Example, collate, encode_row, same_vocabulary
+from minime.distill.data import (
+    Example,
+    collate,
+    encode_row,
+    repeat_fact_rows,
+    same_vocabulary,
+)
 from minime.errors import InputError
 from minime.fileio import write_text_atomic
 from minime.jsonl import load_jsonl
@@ -58,6 +64,8 @@ class DistillReport(BaseModel):
     tuning: str
     trainable_parameters: int
     train_rows: int
+    #: Repeats of rows of facts with fewer than `distill.fact_rows` rows, trained on too.
+    repeated_fact_rows: int = 0
     val_rows: int
     skipped_too_long: int
     steps: int
@@ -137,6 +145,7 @@ class _Dataset:
     train_set: list[Example]
     val_set: list[Example]
     skipped: int
+    repeated: int
     probe: list[tuple[dict, set[str] | None]]
 
     @property
@@ -202,13 +211,15 @@ def _encode(
             for row in rows
         ]
 
-    train, val = encode(train_rows), encode(val_rows)
+    trained_rows = repeat_fact_rows(train_rows, config.fact_rows, config.seed)
+    train, val = encode(trained_rows), encode(val_rows)
     dataset = _Dataset(
         train_rows=train_rows,
         val_rows=val_rows,
         train_set=[e for e in train if e is not None],
         val_set=[e for e in val if e is not None],
         skipped=sum(e is None for e in train + val),
+        repeated=len(trained_rows) - len(train_rows),
         probe=_recall_probe(val_rows, project.name, declines=True),
     )
     if not dataset.train_set:
@@ -526,6 +537,7 @@ def _evaluate_and_report(
         tuning=config.tuning,
         trainable_parameters=figures.trainable_parameters,
         train_rows=len(dataset.train_rows),
+        repeated_fact_rows=dataset.repeated,
         val_rows=len(dataset.val_rows),
         skipped_too_long=dataset.skipped,
         steps=figures.steps,
@@ -623,8 +635,8 @@ def _markdown(report: DistillReport) -> str:
         "",
         "| | |",
         "| --- | --- |",
-        f"| rows | {report.train_rows} train, {report.val_rows} validation, "
-        f"{report.skipped_too_long} too long |",
+        f"| rows | {report.train_rows} train (+{report.repeated_fact_rows} repeats of "
+        f"facts' rows), {report.val_rows} validation, {report.skipped_too_long} too long |",
         f"| steps | {report.steps} ({report.epochs} epochs), best at {report.best_step} |",
         f"| time | {report.seconds:.0f} s, {report.tokens_per_second:.0f} tokens/s |",
         f"| final train loss | {report.final_train_loss} |",
