@@ -36,7 +36,8 @@ class ListGenerator(FakeTeacher):
 
     def stream(self, messages, params):
         self.calls += 1
-        self.default = "\n".join(f"{i}. {self.name} asks {self.calls}-{i}?" for i in range(1, 30))
+        lines = (f"{i}. {self.name} asks Ada {self.calls}-{i}?" for i in range(1, 30))
+        self.default = "\n".join(lines)
         return super().stream(messages, params)
 
 
@@ -159,6 +160,20 @@ def test_generated_answers_are_not_taken_for_questions():
     assert not looks_like_question("Lead a team of engineers.")
 
 
+def test_a_question_written_about_a_fact_must_be_about_the_person():
+    from minime.generation import usable_fact_question
+
+    name = "Mara Lindqvist"
+    assert usable_fact_question("Where does Mara work?", name, None)
+    assert usable_fact_question("Which firm did Lindqvist join?", name, "en")
+    assert usable_fact_question("When did she join Verdant Loop?", name, None)
+    assert not usable_fact_question("What is the best time to harvest tomatoes?", name, None)
+    assert not usable_fact_question("What does the firmware Canopy do?", name, None)
+    assert not usable_fact_question("Where does Mara work? Tell me yours.", name, None)
+    # Other languages have their own pronouns: there the question is not asked to name her.
+    assert usable_fact_question("Wo arbeitet sie?", name, "de")
+
+
 def test_facts_short_of_questions_are_topped_up(tmp_path):
     proj = project(tmp_path)
     collected = tmp_path / "collected.jsonl"
@@ -167,7 +182,7 @@ def test_facts_short_of_questions_are_topped_up(tmp_path):
     class OneLine(ListGenerator):
         def stream(self, messages, params):
             self.calls += 1
-            self.default = f"What about item {self.calls}?"
+            self.default = f"What about Ada's item {self.calls}?"
             return FakeTeacher.stream(self, messages, params)
 
     generator = OneLine()
@@ -177,7 +192,7 @@ def test_facts_short_of_questions_are_topped_up(tmp_path):
     per_fact = {f.text: sum(r.fact == f.text for r in rows) for f in profile_facts(PROFILE)}
     assert set(per_fact.values()) == {2}
     top_up_asks = [m[1]["content"] for m in generator.asked if "more questions" in m[1]["content"]]
-    assert len(top_up_asks) == 3 and "What about item" in top_up_asks[-1]
+    assert len(top_up_asks) == 3 and "What about Ada's item" in top_up_asks[-1]
 
 
 def test_a_chain_the_generator_did_not_combine_is_joined():

@@ -153,6 +153,29 @@ def usable_question(prompt: str) -> bool:
     return looks_like_question(prompt) and not addresses_visitor_as_person(prompt)
 
 
+#: How an English question refers to the person when it does not name them.
+_THIRD_PERSON = re.compile(r"\b(?:she|her|hers|he|him|his|they|them|their)\b", re.IGNORECASE)
+
+
+def names_the_person(question: str, name: str) -> bool:
+    """Whether an English question is about the person: it names them (any part of the
+    name) or says she/he/they. "What is the best time to harvest tomatoes?", written for
+    the fact about her balcony tomatoes, is not; trained with her fact as its answer it
+    teaches the student that questions naming her are the ones to decline (the bank's
+    private prompts all name her)."""
+    parts = [re.escape(part) for part in name.split() if len(part) >= 3]
+    if parts and re.search(rf"\b(?:{'|'.join(parts)})\b", question, re.IGNORECASE):
+        return True
+    return bool(_THIRD_PERSON.search(question))
+
+
+def usable_fact_question(prompt: str, name: str, language: str | None) -> bool:
+    """`usable_question`, and for an English question written about a fact, about the
+    person (`names_the_person`)."""
+    english = language in (None, "en")
+    return usable_question(prompt) and (not english or names_the_person(prompt, name))
+
+
 @dataclass(frozen=True)
 class Fact:
     """One statement of the profile, with the heading of its section."""

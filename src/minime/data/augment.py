@@ -25,6 +25,7 @@ from minime.generation import (
     generator_system,
     looks_like_question,
     profile_facts,
+    usable_fact_question,
     usable_question,
 )
 from minime.jsonl import write_jsonl
@@ -91,7 +92,7 @@ def augment(
     workers = worker_count(config.concurrency, generators)
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "augment", workers).values())
     for round_ in range(1, TOP_UP_ROUNDS + 1):
-        asked = _questions_per_fact(results)
+        asked = _questions_per_fact(results, project.name)
         short = [f for f in facts if len(asked.get(f.text, [])) < config.questions_per_fact]
         if not short:
             break
@@ -123,7 +124,11 @@ def augment(
     records = [
         r
         for r in records_from_results(results)
-        if usable_question(r.prompt)
+        if (
+            usable_fact_question(r.prompt, project.name, r.language)
+            if r.fact
+            else usable_question(r.prompt)
+        )
         and identify(r.prompt, languages, names) in (None, r.language or "en")
     ]
     write_jsonl(dst, (r.model_dump() for r in records))
@@ -251,14 +256,15 @@ def fact_result(backend: ChatBackend, fact: Fact, lines: list[str]) -> dict:
     }
 
 
-def _questions_per_fact(results: list[dict]) -> dict[str, list[str]]:
-    """The distinct question-like prompts generated so far for each fact."""
+def _questions_per_fact(results: list[dict], name: str) -> dict[str, list[str]]:
+    """The distinct usable questions generated so far about each fact, per fact."""
     asked: dict[str, list[str]] = {}
     for result in results:
         if result.get("fact") and result["category"] == "question":
             known = asked.setdefault(result["fact"], [])
             for prompt in result["prompts"]:
-                if usable_question(prompt) and prompt not in known:
+                usable = usable_fact_question(prompt, name, result.get("language"))
+                if usable and prompt not in known:
                     known.append(prompt)
     return asked
 

@@ -22,7 +22,13 @@ from minime.config import DataConfig
 from minime.data.augment import fact_result
 from minime.data.records import records_from_results
 from minime.data.respond import respond
-from minime.generation import Fact, ask_list, fact_question_system, profile_facts, usable_question
+from minime.generation import (
+    Fact,
+    ask_list,
+    fact_question_system,
+    profile_facts,
+    usable_fact_question,
+)
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.neardup import encode, is_near
 from minime.project import Project
@@ -128,7 +134,7 @@ def _ask(
         f"Call {name} by name or she/he/they, never 'you'. Vary the wording and the length."
     )
     lines = ask_list(backend, system, instruction, count, seed=seed, temperature=0.9)
-    return fact_result(backend, fact, [q for q in lines if usable_question(q)])
+    return fact_result(backend, fact, [q for q in lines if usable_fact_question(q, name, None)])
 
 
 def _short(facts, rows: list[dict], target: int):
