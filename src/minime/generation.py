@@ -157,14 +157,23 @@ def usable_question(prompt: str) -> bool:
 _THIRD_PERSON = re.compile(r"\b(?:she|her|hers|he|him|his|they|them|their)\b", re.IGNORECASE)
 
 
+def name_pattern(name: str) -> re.Pattern | None:
+    """Any part of the person's name of three letters or more, possessive included
+    ("Mara", "Lindqvist's"); None for a name without such a part."""
+    parts = [re.escape(part) for part in name.split() if len(part) > 2]
+    if not parts:
+        return None
+    return re.compile(rf"\b(?:{'|'.join(parts)})(?:['\u2019]s?)?(?!\w)", re.IGNORECASE)
+
+
 def names_the_person(question: str, name: str) -> bool:
     """Whether an English question is about the person: it names them (any part of the
     name) or says she/he/they. "What is the best time to harvest tomatoes?", written for
     the fact about her balcony tomatoes, is not; trained with her fact as its answer it
     teaches the student that questions naming her are the ones to decline (the bank's
     private prompts all name her)."""
-    parts = [re.escape(part) for part in name.split() if len(part) >= 3]
-    if parts and re.search(rf"\b(?:{'|'.join(parts)})\b", question, re.IGNORECASE):
+    pattern = name_pattern(name)
+    if pattern is not None and pattern.search(question):
         return True
     return bool(_THIRD_PERSON.search(question))
 

@@ -13,6 +13,7 @@ The same matching serves the evaluation: `term_pattern` turns a key term into a
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _WORD = re.compile(r"[0-9][0-9,.]*[0-9]|[0-9]|[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'-]*")
 _STOP_WORDS = """a about after again all also an and any are as at be because been before
@@ -60,7 +61,7 @@ def matched_terms(
     return found, found / len(wanted) if wanted else 0.0
 
 
-def states_other_fact(answer: str, fact: str, facts: list[str], name: str) -> bool:
+def states_other_fact(answer: str, fact: str, facts: Sequence[str], name: str) -> bool:
     """Whether `answer`, given for a question about `fact`, states none of it or rather
     another of `facts`: one whose terms it holds both more of and a larger share of. The
     overview a 1.5B teacher writes for any question ("Javier is the head baker and co-owner

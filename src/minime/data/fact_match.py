@@ -14,12 +14,11 @@ Other languages are left as tagged: the bundled encoder is English-only.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from pydantic import BaseModel
 
 from minime.data.records import PromptRecord
+from minime.generation import name_pattern
 from minime.neardup import encode
 
 #: Cosine similarity a question needs to its own fact, when that fact is the nearest.
@@ -71,8 +70,7 @@ def _checkable(record: PromptRecord, index: dict[str, int]) -> bool:
 
 
 def _name_remover(name: str):
-    parts = [re.escape(p) for p in name.split() if len(p) > 2]
-    if not parts:
+    pattern = name_pattern(name)
+    if pattern is None:
         return str.strip
-    pattern = re.compile(rf"\b(?:{'|'.join(parts)})(?:['\u2019]s?)?(?!\w)", re.IGNORECASE)
     return lambda text: " ".join(pattern.sub(" ", text).split())

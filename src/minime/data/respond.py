@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -364,13 +364,18 @@ def check_answer(
         # A question written about a profile fact has an answer: declining it would teach
         # the student to refuse what it should know.
         return "refused_answerable" if record.fact else ""
-    if record.fact and english:
-        facts = [fact.text for fact in profile_facts(project.profile)]
-        if states_other_fact(text, record.fact, facts, project.name):
-            return "off_fact"
+    facts = _fact_texts(project.profile)
+    if record.fact and english and states_other_fact(text, record.fact, facts, project.name):
+        return "off_fact"
     if judge is not None and not _judge_supports(judge, project, record.prompt, text):
         return "judge: unsupported"
     return ""
+
+
+@lru_cache(maxsize=4)
+def _fact_texts(profile: str) -> tuple[str, ...]:
+    """The profile's facts, parsed once per profile rather than once per checked answer."""
+    return tuple(fact.text for fact in profile_facts(profile))
 
 
 def _judge_supports(judge: ChatBackend, project: Project, question: str, answer: str) -> bool:
