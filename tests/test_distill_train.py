@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl
 from minime.distill import distill
 from minime.distill import train as train_module
 from minime.distill import trainer as trainer_module
-from minime.distill.data import collate, encode_row, repeat_fact_rows
+from minime.distill.data import VisitorTurns, collate, encode_row, repeat_fact_rows
 from minime.distill.losses import IGNORE_INDEX as IGNORE
 from minime.distill.trainer import PACE_STEPS, TimeBudget, cosine_factor
 from minime.errors import InputError
@@ -246,6 +246,61 @@ def test_facts_with_few_rows_have_them_repeated_in_turn():
     assert sorted(counts[f"a{i}"] for i in range(3)) == [1, 2, 2]
     assert repeat_fact_rows(rows, 0, seed=0) == rows
     assert repeat_fact_rows(rows, 5, seed=0) == trained
+
+
+def _question_row(question: str, language: str | None = None) -> dict:
+    return {
+        "id": question,
+        "fact": "I have a greyhound called Chispa.",
+        "language": language,
+        "messages": [
+            {"role": "user", "content": "Who is Javier Morales Ibáñez?"},
+            {"role": "assistant", "content": "Hello! Ask me about Javier Morales Ibáñez."},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "Javier Morales Ibáñez has a greyhound, Chispa."},
+        ],
+    }
+
+
+def test_questions_name_the_person_either_way_and_repeats_are_typed_differently():
+    turns = VisitorTurns("Javier Morales Ibáñez", seed=0)
+    row = _question_row("What is Javier Morales Ibáñez's dog called?")
+    renamed = [turns.renamed(row) for _ in range(40)]
+    questions = Counter(r["messages"][2]["content"] for r in renamed)
+    assert set(questions) == {
+        "What is Javier Morales Ibáñez's dog called?",
+        "What is Javier's dog called?",
+    }
+    for r in renamed:
+        # Only the visitor's turns change, each naming the person the same way.
+        assert r["messages"][1::2] == row["messages"][1::2]
+        assert ("Ibáñez" in r["messages"][0]["content"]) is (
+            "Ibáñez" in r["messages"][2]["content"]
+        )
+    partial = turns.renamed(_question_row("Where does Javier Morales work?"))
+    assert partial["messages"][2]["content"] in {
+        "Where does Javier Morales Ibáñez work?",
+        "Where does Javier work?",
+    }
+    typed = {turns.typed(row)["messages"][2]["content"] for _ in range(60)}
+    assert len(typed) > 6
+    for text in typed:
+        assert "Javier" in text and "dog" in text
+        assert text[0] != "j"  # the name keeps its capital
+    german = _question_row("Wie heißt der Hund von Javier Morales Ibáñez?", language="de")
+    assert {turns.typed(german)["messages"][2]["content"] for _ in range(20)} == {
+        "Wie heißt der Hund von Javier Morales Ibáñez?",
+        "Wie heißt der Hund von Javier?",
+    }
+
+
+def test_repeats_are_varied_and_the_rows_themselves_are_kept():
+    turns = VisitorTurns("Javier Morales Ibáñez", seed=0)
+    rows = [_question_row("How old is Javier's greyhound Chispa?")]
+    trained = repeat_fact_rows(rows, 8, seed=0, vary=turns.typed)
+    assert trained[0] == rows[0] and len(trained) == 8
+    assert len({r["messages"][2]["content"] for r in trained}) > 3
+    assert {r["messages"][3]["content"] for r in trained} == {rows[0]["messages"][3]["content"]}
 
 
 @pytest.mark.parametrize("settings", ["  method: sft\n", "  method: kd\n  tuning: lora\n"])

@@ -164,6 +164,12 @@ class DistillConfig(_Section):
         description="Rows each profile fact is trained on per epoch at least: a fact with "
         "fewer answered questions has them repeated (0: no repeats).",
     )
+    vary_questions: bool = Field(
+        True,
+        description="Name the person in each training question by a form drawn at random "
+        "(full name or first name), and type each repeated fact question as a visitor "
+        "would (an opening, no question mark, a typo), so that neither says what to answer.",
+    )
     max_length: int = Field(512, ge=32, description="Longest training row, in tokens.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bfloat16 on a GPU that has it, else float32."

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from minime.backends import ChatBackend, SamplingParams
+from minime.language import is_english
 from minime.project import Project
 
 _NUMBERING = re.compile(r"^\s*(?:[-*•]|\d+[.)]|[a-z][.)]|Q\d*[:.])\s*", re.IGNORECASE)
@@ -181,8 +182,7 @@ def names_the_person(question: str, name: str) -> bool:
 def usable_fact_question(prompt: str, name: str, language: str | None) -> bool:
     """`usable_question`, and for an English question written about a fact, about the
     person (`names_the_person`)."""
-    english = language in (None, "en")
-    return usable_question(prompt) and (not english or names_the_person(prompt, name))
+    return usable_question(prompt) and (not is_english(language) or names_the_person(prompt, name))
 
 
 @dataclass(frozen=True)

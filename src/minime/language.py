@@ -46,6 +46,11 @@ def _identifier():
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+def is_english(language: str | None) -> bool:
+    """Whether a record's `language` is English (records leave English unset)."""
+    return language in (None, "en")
+
+
 def names_in(text: str) -> frozenset[str]:
     """Capitalised words of `text` (the profile's names: people, places, products)."""
     return frozenset(_CAPITALISED.findall(text))

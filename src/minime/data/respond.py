@@ -36,7 +36,7 @@ from minime.data.fact_match import FactMatchReport, match_facts
 from minime.data.records import PromptRecord, read_records, record_id
 from minime.generation import profile_facts
 from minime.jsonl import write_jsonl
-from minime.language import LANGUAGE_NAMES, identify, names_in
+from minime.language import LANGUAGE_NAMES, identify, is_english, names_in
 from minime.policy import TEMPLATE_TOKEN, is_refusal, speaks_as_person, unsupported_claims
 from minime.project import Project
 from minime.recall import matched_terms, states_other_fact, terms
@@ -250,7 +250,7 @@ def _restates(fact: str, language: str | None, answer: str, name: str) -> bool:
     RESTATEMENT_MIN_SHARE of the fact's words (other languages share only its names)."""
     if not all(number in answer for number in re.findall(r"\d+(?:[.,:]\d+)*", fact)):
         return False
-    if language not in (None, "en"):
+    if not is_english(language):
         return True
     return matched_terms(answer, fact, frozenset(terms(name)))[1] >= RESTATEMENT_MIN_SHARE
 
@@ -349,7 +349,7 @@ def check_answer(
     if speaks_as_person(text):
         return "first_person"
     # Capitalised words are names in English only (German capitalises every noun).
-    english = record.language in (None, "en")
+    english = is_english(record.language)
     claims = unsupported_claims(text, project.profile, record.prompt, names=english)
     if record.fact:
         # A number must come from the fact asked about, not from elsewhere in the profile.

@@ -16,11 +16,14 @@ The teacher's stored top-k log-probs are attached to the student positions they 
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from minime.distill.losses import IGNORE_INDEX
+from minime.language import is_english
 from minime.student import chat_prompt_ids
 
 
@@ -39,10 +42,12 @@ class Example:
     row: dict = field(default_factory=dict)
 
 
-def repeat_fact_rows(rows: list[dict], minimum: int, seed: int) -> list[dict]:
+def repeat_fact_rows(
+    rows: list[dict], minimum: int, seed: int, vary: Callable[[dict], dict] | None = None
+) -> list[dict]:
     """`rows`, plus repeats of the rows of each profile fact (the `fact` field) that has
     fewer than `minimum`, taken in turn in a seeded order, so that every fact is trained on
-    at least `minimum` times an epoch.
+    at least `minimum` times an epoch; each repeat passed through `vary` if given.
 
     A small student learns a fact only from many exposures, spread evenly over the facts
     (Allen-Zhu & Li 2023), while the data stage leaves some facts with one or two questions
@@ -59,7 +64,86 @@ def repeat_fact_rows(rows: list[dict], minimum: int, seed: int) -> list[dict]:
         own = sorted(by_fact[fact], key=lambda r: str(r.get("id")))
         rng.shuffle(own)
         repeats += [own[i % len(own)] for i in range(max(0, minimum - len(own)))]
+    if vary is not None:
+        repeats = [vary(row) for row in repeats]
     return rows + repeats
+
+
+#: Openings a visitor puts before a question; the question itself follows in lower case.
+_OPENINGS = ("Hi! ", "Hey, ", "Quick question: ", "Hello, ", "Sorry, ")
+
+
+class VisitorTurns:
+    """Rewrites of a row's visitor turns that keep its answer right: the person named one
+    way or another, and, for an English question, how a visitor types it.
+
+    The data stage's fact questions mostly name the person in full ("Javier Morales
+    Ibáñez's"), its bank's private and unanswerable prompts by first name ("Javier's"): a
+    student trained on that declines "What is Javier's dog called?". Every row naming the
+    person gets a name form drawn at random, so the form says nothing about the answer; a
+    repeated fact row is also typed as a visitor would (an opening, no capital or question
+    mark, a swapped pair of letters), so its repeats are not copies.
+    """
+
+    def __init__(self, name: str, seed: int) -> None:
+        parts = name.split()
+        self.forms = list(dict.fromkeys([" ".join(parts), *parts[:1]]))
+        # Every start of the name ("Javier", "Javier Morales", ...), longest first, so that
+        # the full name is not read as its first part.
+        starts = [" ".join(parts[:n]) for n in range(len(parts), 0, -1)]
+        alternatives = "|".join(re.escape(start) for start in starts)
+        self.pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)") if parts else None
+        self.rng = random.Random(seed)
+
+    def renamed(self, row: dict) -> dict:
+        """`row` with the person named by one form, drawn at random, in its visitor turns."""
+        return self._rewrite(row, typed=False)
+
+    def typed(self, row: dict) -> dict:
+        """`renamed`, and an English last visitor turn typed as a visitor would."""
+        return self._rewrite(row, typed=is_english(row.get("language")))
+
+    def _rewrite(self, row: dict, typed: bool) -> dict:
+        messages = [dict(m) for m in row["messages"]]
+        form = self.rng.choice(self.forms)
+        for message in messages:
+            if message["role"] == "user" and self.pattern is not None:
+                message["content"] = self.pattern.sub(form, message["content"])
+        last = next(m for m in reversed(messages) if m["role"] == "user")
+        if typed:
+            last["content"] = self._typed(last["content"])
+        return {**row, "messages": messages}
+
+    def _typed(self, text: str) -> str:
+        way = self.rng.randrange(4)
+        if way == 0:
+            return self.rng.choice(_OPENINGS) + self._lower_start(text)
+        if way == 1:
+            return self._lower_start(text).rstrip("?").rstrip()
+        if way == 2:
+            return self._swap_letters(text)
+        return text
+
+    def _lower_start(self, text: str) -> str:
+        """`text` with its first letter in lower case, unless it starts with the name."""
+        if self.pattern is not None and self.pattern.match(text):
+            return text
+        return text[:1].lower() + text[1:]
+
+    def _swap_letters(self, text: str) -> str:
+        """`text` with two inner letters of one long lower-case word swapped (a typo);
+        names, which are capitalised, and numbers are left as they are."""
+        words = [
+            m
+            for m in re.finditer(r"[a-z]{6,}", text)
+            if (m.start() == 0 or not text[m.start() - 1].isalnum())
+            and (m.end() == len(text) or not text[m.end()].isalnum())
+        ]
+        if not words:
+            return text
+        word = self.rng.choice(words)
+        i = word.start() + self.rng.randrange(1, len(word.group()) - 2)
+        return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
 
 
 def same_vocabulary(tokenizer, rows: list[dict], sample: int = 50) -> bool:

@@ -27,6 +27,7 @@ from minime.chat import system_prompt
 from minime.config import DistillConfig
 from minime.distill.data import (
     Example,
+    VisitorTurns,
     collate,
     encode_row,
     repeat_fact_rows,
@@ -211,7 +212,12 @@ def _encode(
             for row in rows
         ]
 
-    trained_rows = repeat_fact_rows(train_rows, config.fact_rows, config.seed)
+    if config.vary_questions:
+        turns = VisitorTurns(project.name, config.seed)
+        renamed = [turns.renamed(row) for row in train_rows]
+        trained_rows = repeat_fact_rows(renamed, config.fact_rows, config.seed, turns.typed)
+    else:
+        trained_rows = repeat_fact_rows(train_rows, config.fact_rows, config.seed)
     train, val = encode(trained_rows), encode(val_rows)
     dataset = _Dataset(
         train_rows=train_rows,
