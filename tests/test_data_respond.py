@@ -26,6 +26,8 @@ def record(prompt, category="question"):
         # Speaking as the person instead of about them.
         ("question", "Where does Mara live?", "I live in Gothenburg.", "first_person"),
         ("multilingual", "Wo wohnt Mara?", "Ich wohne in Göteborg.", "first_person"),
+        ("multilingual", "¿Dónde vive Mara?", "Vivo en Gotemburgo.", "first_person"),
+        ("question", "What runs Canopy?", "Our controllers run Canopy.", "first_person"),
         (
             "question",
             "When did Mara join Verdant Loop?",
@@ -61,6 +63,8 @@ def test_check_rejects_a_cut_off_answer(example_project):
         ),
         ("question", "How many stars does tinyshade have?", "About 1,200 stars on GitHub."),
         ("question", "Does Mara have a driving licence?", "I don't know: the profile doesn't say."),
+        # The visitor's "our" is theirs.
+        ("question", "Would Mara speak at our meetup?", "Yes, Mara would speak at our meetup."),
     ],
 )
 def test_check_accepts_good_answers(example_project, category, prompt, answer):

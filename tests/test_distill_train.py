@@ -17,7 +17,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl
 from minime.distill import distill
 from minime.distill import train as train_module
 from minime.distill import trainer as trainer_module
-from minime.distill.data import VisitorTurns, collate, encode_row, repeat_fact_rows
+from minime.distill.data import (
+    VisitorTurns,
+    chain_fact_rows,
+    collate,
+    encode_row,
+    repeat_fact_rows,
+)
 from minime.distill.losses import IGNORE_INDEX as IGNORE
 from minime.distill.trainer import PACE_STEPS, TimeBudget, cosine_factor
 from minime.errors import InputError
@@ -98,7 +104,7 @@ def make_project(tmp_path, student, settings=""):
     (root / "minime.yaml").write_text(
         f"name: Mara\nmodels:\n  student: '{student}'\ndistill:\n  batch_size: 3\n"
         f"  threads: 1\n  max_epochs: 4\n  patience: 10\n  learning_rate: 0.01\n"
-        f"  fact_rows: 5\n{settings}"
+        f"  fact_rows: 5\n  chained_rows: 3\n{settings}"
     )
     tokenizer = AutoTokenizer.from_pretrained(student)
     write_jsonl(root / "out" / "data" / "train.jsonl", make_rows(tokenizer, 4))
@@ -303,14 +309,53 @@ def test_repeats_are_varied_and_the_rows_themselves_are_kept():
     assert {r["messages"][3]["content"] for r in trained} == {rows[0]["messages"][3]["content"]}
 
 
+def test_chained_rows_ask_two_facts_and_answer_both():
+    turns = VisitorTurns("Mara Lindqvist", seed=0)
+    facts = ["A", "B", "C"]
+    rows = [
+        {
+            "id": f"{fact}{n}",
+            "fact": fact,
+            "language": None,
+            "messages": [
+                {"role": "user", "content": f"What is Mara's {fact}{n}?"},
+                {"role": "assistant", "content": f"Her {fact}{n} is {n}."},
+            ],
+        }
+        for fact in facts
+        for n in range(2)
+    ]
+    rows.append({**rows[0], "id": "de", "language": "de"})
+    rows.append({**rows[0], "id": "decline", "fact": None})
+    chained = chain_fact_rows(rows, 7, turns)
+    assert len(chained) == 7
+    firsts = Counter()
+    for row in chained:
+        first, second = row["id"].removeprefix("chained:").split("+")
+        assert first[0] != second[0] and "de" not in (first, second)
+        firsts.update([first[0], second[0]])
+        question, answer = (m["content"] for m in row["messages"])
+        assert question.startswith(f"What is Mara's {first}")
+        assert f"what is Mara's {second}?" in question
+        assert answer == f"Her {first} is {first[1]}. Her {second} is {second[1]}."
+        assert row["category"] == "chained" and row["fact"] is None
+        assert row["teacher_logprobs"] is None
+    # The facts are taken in turn: none is left out, none is asked three times as often.
+    assert set(firsts) == set(facts) and max(firsts.values()) <= 2 * min(firsts.values())
+    assert chain_fact_rows(rows, 0, turns) == []
+    assert chain_fact_rows(rows[:2], 5, turns) == []  # one fact: nothing to chain
+
+
 @pytest.mark.parametrize("settings", ["  method: sft\n", "  method: kd\n  tuning: lora\n"])
 def test_distill_trains_saves_and_reports(tmp_path, tiny_student, settings):
     project = Project.open(make_project(tmp_path, tiny_student, settings))
     report = distill(project)
     out = project.out_dir("distill")
     assert report.mode == ("sft" if "sft" in settings else "sparse")
-    # 12 rows, 4 per fact, and one repeat of each fact's (fact_rows 5) / batch 3 x 4 epochs
-    assert report.repeated_fact_rows == 3 and report.steps == 5 * 4
+    # 12 rows, 4 per fact, one repeat of each fact's (fact_rows 5) and 3 chained rows / batch
+    # 3 x 4 epochs
+    assert report.repeated_fact_rows == 3 and report.chained_rows == 3
+    assert report.steps == 6 * 4
     losses = [h["loss"] for h in report.history if "loss" in h]
     assert losses[-1] < losses[0]
     assert report.best_fact_recall is not None and report.fact_recall_val is not None

@@ -164,6 +164,12 @@ class DistillConfig(_Section):
         description="Rows each profile fact is trained on per epoch at least: a fact with "
         "fewer answered questions has them repeated (0: no repeats).",
     )
+    chained_rows: int = Field(
+        48,
+        ge=0,
+        description="Rows that ask two English fact questions of different facts in one "
+        "message, answered by both checked answers, trained on beside the dataset.",
+    )
     vary_questions: bool = Field(
         True,
         description="Name the person in each training question by a form drawn at random "

@@ -105,14 +105,25 @@ _COMMON = {
 _FIRST_PERSON = re.compile(
     r"\b(?:my|mine|myself|me|(?-i:I)(?!'m (?:not|sorry|afraid)| (?:don'?t|do not|can'?t|cannot|"
     r"can only|only|am not|am sorry|am afraid|have no))|ich|mich|mir|meine?[mnrs]?|"
-    r"je(?! ne)|j'(?:ai|habite|étais)|moi|mon|jag(?! vet inte)|mig|mitt|mina|yo|mis?)\b",
+    r"je(?! ne)|j'(?:ai|habite|étais)|moi|mon|jag(?! vet inte)|mig|mitt|mina|yo|mis?|"
+    # Spanish and Portuguese drop the pronoun: "Soy un ciclista", "Tenho dois gatos".
+    r"soy|estoy|tengo|hablo|vivo|escribo|enseño|sou|estou|tenho|moro|falo)\b",
+    re.IGNORECASE,
+)
+#: "Our best-known bread", "nuestra panadería": the person's voice, unless the visitor's
+#: own turn says it too ("Would Mara speak at our meetup?").
+_FIRST_PERSON_PLURAL = re.compile(
+    r"\b(?:our|ours|nuestr[oa]s?|notre|nos|unser(?:e[mnrs]?)?|vår|vårt|våra|nosso|nossa)\b",
     re.IGNORECASE,
 )
 
 
-def speaks_as_person(answer: str) -> bool:
-    """Whether the answer speaks as the person ("I work at ...") instead of about them."""
-    return bool(_FIRST_PERSON.search(answer))
+def speaks_as_person(answer: str, question: str = "") -> bool:
+    """Whether the answer speaks as the person ("I work at ...", "our bakery") instead of
+    about them; a plural "our" the visitor's `question` also says is theirs."""
+    if _FIRST_PERSON.search(answer):
+        return True
+    return bool(_FIRST_PERSON_PLURAL.search(answer)) and not _FIRST_PERSON_PLURAL.search(question)
 
 
 def is_refusal(answer: str) -> bool:

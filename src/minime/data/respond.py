@@ -60,7 +60,7 @@ FACT_HINT = (
 )
 #: The version of `check_answer`'s rules, in every check's task id: raised when they change,
 #: so that answers checked by older rules are checked again.
-CHECK_RULES = 2
+CHECK_RULES = 3
 #: Share of an English fact's words its restatement must keep.
 RESTATEMENT_MIN_SHARE = 0.5
 STRICTER = " Use only facts written in the profile and copy names and numbers exactly from it."
@@ -346,7 +346,7 @@ def check_answer(
         return "cut_off"
     if TEMPLATE_TOKEN.search(text):
         return "template_tokens"
-    if speaks_as_person(text):
+    if speaks_as_person(text, record.prompt):
         return "first_person"
     # Capitalised words are names in English only (German capitalises every noun).
     english = is_english(record.language)

@@ -71,6 +71,8 @@ def repeat_fact_rows(
 
 #: Openings a visitor puts before a question; the question itself follows in lower case.
 _OPENINGS = ("Hi! ", "Hey, ", "Quick question: ", "Hello, ", "Sorry, ")
+#: What a visitor puts between two questions asked at once.
+_THEN = ("And", "Also,", "One more thing:", "And also,")
 
 
 class VisitorTurns:
@@ -102,6 +104,28 @@ class VisitorTurns:
     def typed(self, row: dict) -> dict:
         """`renamed`, and an English last visitor turn typed as a visitor would."""
         return self._rewrite(row, typed=is_english(row.get("language")))
+
+    def chained(self, first: dict, second: dict) -> dict:
+        """One row asking `first`'s and `second`'s questions together, answered by both."""
+        asked = [row["messages"][0]["content"].strip() for row in (first, second)]
+        if self.rng.random() < 0.5 and asked[0].endswith("?"):
+            question = f"{asked[0][:-1]}, and {self._lower_start(asked[1])}"
+        else:
+            question = f"{asked[0]} {self.rng.choice(_THEN)} {self._lower_start(asked[1])}"
+        answer = " ".join(row["messages"][1]["content"].strip() for row in (first, second))
+        return {
+            "id": f"chained:{first.get('id')}+{second.get('id')}",
+            "messages": [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ],
+            "category": "chained",
+            "source": "distill",
+            "language": None,
+            "fact": None,
+            "teacher": None,
+            "teacher_logprobs": None,
+        }
 
     def _rewrite(self, row: dict, typed: bool) -> dict:
         messages = [dict(m) for m in row["messages"]]
@@ -144,6 +168,40 @@ class VisitorTurns:
         word = self.rng.choice(words)
         i = word.start() + self.rng.randrange(1, len(word.group()) - 2)
         return text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+
+
+#: The longest answer a chained row joins, in characters: two such answers fit a row.
+CHAINED_ANSWER_CHARS = 240
+
+
+def chain_fact_rows(rows: list[dict], count: int, turns: VisitorTurns) -> list[dict]:
+    """`count` rows that ask two English fact questions of different facts in one message,
+    answered by both their answers, the facts taken in turn in a seeded order.
+
+    Visitors ask two things at once ("What is his dog called, and where does he grow
+    wheat?"), and a student trained on single questions answers only the first. The data
+    stage's teacher answers such questions badly (it drops or invents a part), while each
+    part's answer is already checked. The joined answers have no teacher distribution:
+    they are learned by cross-entropy.
+    """
+    by_fact: dict[str, list[dict]] = {}
+    for row in rows:
+        single = len(row["messages"]) == 2 and is_english(row.get("language"))
+        answer = row["messages"][-1]["content"]
+        if row.get("fact") and single and len(answer) <= CHAINED_ANSWER_CHARS:
+            by_fact.setdefault(row["fact"], []).append(row)
+    facts = sorted(by_fact)
+    if len(facts) < 2 or count == 0:
+        return []
+    rng, order, chained = turns.rng, [], []
+    while len(chained) < count:
+        if len(order) < 2:
+            order += rng.sample(facts, len(facts))
+        first_fact, second_fact = order.pop(), order.pop()
+        if first_fact != second_fact:
+            first, second = rng.choice(by_fact[first_fact]), rng.choice(by_fact[second_fact])
+            chained.append(turns.chained(first, second))
+    return chained
 
 
 def same_vocabulary(tokenizer, rows: list[dict], sample: int = 50) -> bool:

@@ -28,6 +28,7 @@ from minime.config import DistillConfig
 from minime.distill.data import (
     Example,
     VisitorTurns,
+    chain_fact_rows,
     collate,
     encode_row,
     repeat_fact_rows,
@@ -67,6 +68,8 @@ class DistillReport(BaseModel):
     train_rows: int
     #: Repeats of rows of facts with fewer than `distill.fact_rows` rows, trained on too.
     repeated_fact_rows: int = 0
+    #: Rows asking two fact questions at once (`distill.chained_rows`), trained on too.
+    chained_rows: int = 0
     val_rows: int
     skipped_too_long: int
     steps: int
@@ -147,6 +150,7 @@ class _Dataset:
     val_set: list[Example]
     skipped: int
     repeated: int
+    chained: int
     probe: list[tuple[dict, set[str] | None]]
 
     @property
@@ -212,12 +216,15 @@ def _encode(
             for row in rows
         ]
 
+    turns = VisitorTurns(project.name, config.seed)
     if config.vary_questions:
-        turns = VisitorTurns(project.name, config.seed)
-        renamed = [turns.renamed(row) for row in train_rows]
-        trained_rows = repeat_fact_rows(renamed, config.fact_rows, config.seed, turns.typed)
+        rows = [turns.renamed(row) for row in train_rows]
+        trained_rows = repeat_fact_rows(rows, config.fact_rows, config.seed, turns.typed)
     else:
-        trained_rows = repeat_fact_rows(train_rows, config.fact_rows, config.seed)
+        rows = train_rows
+        trained_rows = repeat_fact_rows(rows, config.fact_rows, config.seed)
+    chained = chain_fact_rows(rows, config.chained_rows, turns)
+    trained_rows += chained
     train, val = encode(trained_rows), encode(val_rows)
     dataset = _Dataset(
         train_rows=train_rows,
@@ -225,7 +232,8 @@ def _encode(
         train_set=[e for e in train if e is not None],
         val_set=[e for e in val if e is not None],
         skipped=sum(e is None for e in train + val),
-        repeated=len(trained_rows) - len(train_rows),
+        repeated=len(trained_rows) - len(train_rows) - len(chained),
+        chained=len(chained),
         probe=_recall_probe(val_rows, project.name, declines=True),
     )
     if not dataset.train_set:
@@ -544,6 +552,7 @@ def _evaluate_and_report(
         trainable_parameters=figures.trainable_parameters,
         train_rows=len(dataset.train_rows),
         repeated_fact_rows=dataset.repeated,
+        chained_rows=dataset.chained,
         val_rows=len(dataset.val_rows),
         skipped_too_long=dataset.skipped,
         steps=figures.steps,
@@ -642,7 +651,8 @@ def _markdown(report: DistillReport) -> str:
         "| | |",
         "| --- | --- |",
         f"| rows | {report.train_rows} train (+{report.repeated_fact_rows} repeats of "
-        f"facts' rows), {report.val_rows} validation, {report.skipped_too_long} too long |",
+        f"facts' rows, +{report.chained_rows} chained), {report.val_rows} validation, "
+        f"{report.skipped_too_long} too long |",
         f"| steps | {report.steps} ({report.epochs} epochs), best at {report.best_step} |",
         f"| time | {report.seconds:.0f} s, {report.tokens_per_second:.0f} tokens/s |",
         f"| final train loss | {report.final_train_loss} |",
