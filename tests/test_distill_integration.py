@@ -64,8 +64,9 @@ def test_distill_real_student_from_real_teacher(tmp_path, teacher, mode):
     (root / "profile.md").write_text((EXAMPLE / "profile.md").read_text())
     (root / "minime.yaml").write_text(
         "name: Mara Lindqvist\ndistill:\n  tuning: lora\n  batch_size: 3\n  max_epochs: 2\n"
-        # No repeats of the facts' rows: six rows, two steps an epoch, keep the test short.
-        "  threads: 2\n  learning_rate: 0.0005\n  fact_rows: 0\n"
+        # No repeats of the facts' rows and no chained rows: six rows, two steps an epoch,
+        # keep the test short.
+        "  threads: 2\n  learning_rate: 0.0005\n  fact_rows: 0\n  chained_rows: 0\n"
     )
     write_jsonl(root / "out" / "data" / "train.jsonl", rows)
     write_jsonl(root / "out" / "data" / "val.jsonl", rows[:2])

@@ -405,9 +405,9 @@ def test_sigkill_during_training_then_resume(tmp_path, tiny_student):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     report = json.loads((root / "out" / "distill" / "report.json").read_text())
     steps = [h["step"] for h in report["history"] if "loss" in h]
-    # The history continues from the checkpoint instead of starting at step 1 again (15 rows
-    # with the facts' repeats: 5 steps an epoch).
-    assert steps and steps == sorted(steps) and report["steps"] == 30 * 5
+    # The history continues from the checkpoint instead of starting at step 1 again (18 rows
+    # with the facts' repeats and the chained rows: 6 steps an epoch).
+    assert steps and steps == sorted(steps) and report["steps"] == 30 * 6
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_horizon():
