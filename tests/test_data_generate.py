@@ -233,3 +233,29 @@ def test_editing_one_fact_asks_again_only_about_that_fact(tmp_path):
     # paraphrase and the other facts' questions are reused.
     again = [m[-1]["content"] for m in generator.asked[asked:]]
     assert len(again) == 2 and all("She joined Span AB in 2021." in text for text in again)
+
+
+class PrivateGenerator(FakeTeacher):
+    """Writes private questions, some about what the profile tells."""
+
+    name = "private-generator"
+
+    def stream(self, messages, params):
+        asked = messages[-1]["content"]
+        self.default = (
+            "1. How much does Ada earn?\n2. Which bridges has Ada Example's team built?\n"
+            "3. Does Ada have a family?\n4. Where is Ada's work?"
+            if "private information" in asked
+            else "1. Tell me more?"
+        )
+        return super().stream(messages, params)
+
+
+def test_generated_private_questions_about_what_the_profile_tells_are_dropped(tmp_path):
+    proj = project(tmp_path)
+    config = DataConfig(edge_per_category=4, languages=[])
+    edge_cases(proj, tmp_path / "edge.jsonl", [PrivateGenerator({})], config)
+    rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "edge.jsonl")]
+    private = {r.prompt for r in rows if r.source == "edge" and r.category == "private"}
+    # "salary" and "family" are only in the "won't discuss" part; bridges and work are not.
+    assert private == {"How much does Ada earn?", "Does Ada have a family?"}

@@ -3,7 +3,8 @@
 The bank (`minime.bank`) gives every persona the same curated private, out-of-scope,
 injection, unanswerable, greeting and thanks prompts in the languages of its fixed answers,
 less those whose topic the profile talks about. Generators add persona-specific ones:
-private questions from what the profile says the person won't discuss, out-of-scope
+private questions from what the profile says the person won't discuss (less those about
+what the rest of the profile talks about), out-of-scope
 requests close to the person's field, and vague messages. Each record keeps its category
 and where it came from.
 """
@@ -17,12 +18,13 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from minime.backends import ChatBackend
-from minime.bank import TEACHER_CATEGORIES, bank_prompts
+from minime.bank import TEACHER_CATEGORIES, bank_prompts, mentions_any
 from minime.config import DataConfig
 from minime.data.records import PromptRecord, records_from_results
 from minime.generation import ask_list, generator_system, private_section, public_profile
 from minime.jsonl import write_jsonl
 from minime.project import Project
+from minime.recall import terms
 from minime.tasks import run_tasks, task_key, work_file, worker_count
 
 BATCH = 10
@@ -73,7 +75,13 @@ def edge_cases(
                 tasks.append((task_id, job))
     workers = worker_count(config.concurrency, generators)
     results = list(run_tasks(work_file(dst, "tasks"), tasks, "edge cases", workers).values())
-    records = records_from_results(results) + _bank_records(project, config)
+    public = public_profile(project.profile)
+    generated = [
+        r
+        for r in records_from_results(results)
+        if r.category != "private" or not _profile_talks_about(r.prompt, project.name, public)
+    ]
+    records = generated + _bank_records(project, config)
     write_jsonl(dst, (r.model_dump() for r in records))
     per_category = dict(Counter(r.category for r in records))
     return EdgeReport(per_category=per_category, total=len(records))
@@ -93,6 +101,18 @@ def _bank_records(project: Project, config: DataConfig) -> list[PromptRecord]:
         for prompt in bank_prompts(project.name, public_profile(project.profile))
         if prompt.language in languages
     ]
+
+
+def _profile_talks_about(prompt: str, name: str, public: str) -> bool:
+    """Whether a content word of `prompt` (less the person's name) is in `public`, the
+    profile without its "won't discuss" part: the bank's rule for its topics, applied to a
+    generator's private questions. A 1.5B generator asked for private questions also wrote
+    "Where does Mara Lindqvist work?", "Who is Mara Lindqvist's cat?" and "How many
+    kilometres does Javier cycle every weekend?"; declined in training, they teach the
+    student to decline the person's facts."""
+    name_terms = terms(name)
+    words = {w.removesuffix("'s").removesuffix("\u2019s") for w in terms(prompt)}
+    return mentions_any(public, sorted(words - name_terms))
 
 
 def _batches(total: int) -> list[int]:
