@@ -401,6 +401,10 @@ def test_answers_that_never_end_fail_only_beyond_a_few():
     assert warnings[0].startswith("q4_k_m: 1 of 50") and "too few to fail" in warnings[0]
     failures, _ = endless_verdicts({"q8_0": [1]}, set(), rows=4, max_tokens=256)
     assert failures == []
+    failures, warnings = endless_verdicts({"q8_0": [1]}, {1}, rows=4, max_tokens=256)
+    assert failures == [] and "1 of 4" in warnings[0]
+    failures, _ = endless_verdicts({"q8_0": [1, 2]}, {1, 2}, rows=4, max_tokens=256)
+    assert failures[0].endswith("train it further")
     many = {"q8_0": list(range(20))}
     failures, warnings = endless_verdicts(many, set(range(20)), rows=50, max_tokens=256)
     assert warnings == [] and failures[0].endswith("train it further")

@@ -280,13 +280,12 @@ def endless_verdicts(
 ) -> tuple[list[str], list[str]]:
     """Failures and warnings for answers that never ended (`endless_rows`: per quantized
     file, the prompts it did not end): a quantized file's fault where the F16 file ends
-    them; the student's own loops (`student_loops`) where it does not, which fail only
-    beyond MAX_STUDENT_LOOP_SHARE of the `rows` prompts; the quantized file's likewise, and
-    never for a single prompt."""
+    them; the student's own loops (`student_loops`) where it does not. Either fails only
+    beyond MAX_STUDENT_LOOP_SHARE of the `rows` prompts, and never for a single prompt."""
     failures, warnings = [], []
-    # Answers are sampled, so one quantized draw that loops where F16's draw ends is no proof
-    # against the file: a broken export loops on most prompts. One such prompt, or up to
-    # MAX_STUDENT_LOOP_SHARE of them, is a warning.
+    # Answers are sampled, so one draw that loops is no proof against a file or a student:
+    # a broken export, or an untrained student, loops on most prompts. One such prompt, or
+    # up to MAX_STUDENT_LOOP_SHARE of them, is a warning.
     tolerated = max(1.0, MAX_STUDENT_LOOP_SHARE * rows)
     for quant, endless in endless_rows.items():
         unended = [i for i in endless if i not in student_loops]
@@ -305,7 +304,7 @@ def endless_verdicts(
             f"{len(student_loops)} of {rows} validation prompts within {max_tokens} tokens "
             "either: the student's own behaviour (e.g. a repetition loop), not the export's"
         )
-        if len(student_loops) > MAX_STUDENT_LOOP_SHARE * rows:
+        if len(student_loops) > tolerated:
             failures.append(loops + "; train it further")
         else:
             warnings.append(loops + "; serve's max_tokens cuts such answers")
