@@ -217,12 +217,11 @@ def _encode(
         ]
 
     turns = VisitorTurns(project.name, config.seed)
-    if config.vary_questions:
-        rows = [turns.renamed(row) for row in train_rows]
-        trained_rows = repeat_fact_rows(rows, config.fact_rows, config.seed, turns.typed)
-    else:
-        rows = train_rows
-        trained_rows = repeat_fact_rows(rows, config.fact_rows, config.seed)
+    vary = config.vary_questions
+    rows = [turns.renamed(row) for row in train_rows] if vary else train_rows
+    trained_rows = repeat_fact_rows(
+        rows, config.fact_rows, config.seed, turns.typed if vary else None
+    )
     chained = chain_fact_rows(rows, config.chained_rows, turns)
     trained_rows += chained
     train, val = encode(trained_rows), encode(val_rows)
