@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +51,29 @@ def run_tasks(
 
 
 def _results(todo: list[tuple[str, Callable]], workers: int) -> Iterator[tuple[str, dict]]:
+    """Each task's result as it finishes, at most `workers` tasks running or finished but not
+    yet handed back at any time: a task starts only once an earlier result has been taken
+    (and written), so a kill loses at most `workers` tasks' work, however slow the writer."""
     if workers <= 1:
         for task_id, fn in todo:
             yield task_id, fn()
         return
+    queue = iter(todo)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(fn): task_id for task_id, fn in todo}
+        running = {}
         try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+            while True:
+                for task_id, fn in queue:
+                    running[pool.submit(fn)] = task_id
+                    if len(running) >= workers:
+                        break
+                if not running:
+                    return
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield running.pop(future), future.result()
         finally:
-            for future in futures:
+            for future in running:
                 future.cancel()
 
 
