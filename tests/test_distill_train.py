@@ -28,6 +28,7 @@ from minime.distill.losses import IGNORE_INDEX as IGNORE
 from minime.distill.trainer import PACE_STEPS, TimeBudget, cosine_factor
 from minime.errors import InputError
 from minime.jsonl import write_jsonl
+from minime.language import proper_names
 from minime.project import Project
 from minime.recall import key_terms, recalls
 from minime.rows import read_rows
@@ -307,6 +308,51 @@ def test_repeats_are_varied_and_the_rows_themselves_are_kept():
     assert trained[0] == rows[0] and len(trained) == 8
     assert len({r["messages"][2]["content"] for r in trained}) > 3
     assert {r["messages"][3]["content"] for r in trained} == {rows[0]["messages"][3]["content"]}
+
+
+def _fact_row(fact: str, question: str, answer: str) -> dict:
+    return {
+        "id": question,
+        "fact": fact,
+        "language": None,
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+    }
+
+
+def test_half_the_repeats_ask_about_a_name_only_their_fact_mentions():
+    guitar = "I play flamenco guitar in a group called Los Madrugadores in Seville."
+    bakery = "I own Obrador Triana, a bakery in Seville."
+    turns = VisitorTurns("Javier Morales Ibáñez", seed=0, facts=[guitar, bakery])
+    # Seville is in both facts: a question about it would not say which one it answers.
+    assert turns.names_by_fact == {guitar: ["Los Madrugadores"], bakery: ["Obrador Triana"]}
+    answer = "Javier plays flamenco guitar in Los Madrugadores."
+    row = _fact_row(guitar, "Does Javier play music?", answer)
+    repeats = [turns.repeated(row) for _ in range(60)]
+    about = [r for r in repeats if "Los Madrugadores" in r["messages"][0]["content"]]
+    assert 15 < len(about) < 45
+    assert len({r["messages"][0]["content"] for r in about}) > 4
+    assert {r["messages"][1]["content"] for r in repeats} == {answer}
+    # An answer that leaves the name out answers another question: typed, never asked about.
+    unnamed = _fact_row(guitar, "Does Javier play music?", "Yes, flamenco guitar.")
+    assert all(
+        "Madrugadores" not in turns.repeated(unnamed)["messages"][0]["content"] for _ in range(20)
+    )
+
+
+def test_proper_names_are_the_profiles_names_not_its_capitalised_words():
+    assert proper_names(
+        'I trained at the Escuela de Hostelería de Sevilla. My favourite film is "Ratatouille".'
+    ) == ["Ratatouille", "Escuela de Hostelería de Sevilla"]
+    assert proper_names("In 2014 I joined Verdant Loop in March. On Tuesdays I teach.") == [
+        "Verdant Loop"
+    ]
+    assert proper_names("Bakeries can hire me. Tools: Zephyr RTOS, KiCad.") == [
+        "Zephyr RTOS",
+        "KiCad",
+    ]
 
 
 def test_chained_rows_ask_two_facts_and_answer_both():

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from functools import cache
 
+from minime.recall import terms
+
 #: English names of the languages minime writes and answers in, by ISO 639-1 code.
 LANGUAGE_NAMES = {
     "sv": "Swedish",
@@ -54,6 +56,54 @@ def is_english(language: str | None) -> bool:
 def names_in(text: str) -> frozenset[str]:
     """Capitalised words of `text` (the profile's names: people, places, products)."""
     return frozenset(_CAPITALISED.findall(text))
+
+
+#: Lower-case particles inside a name ("University of Technology", "Escuela de Hostelería").
+_PARTICLES = "of|de|del|la|le|van|von|der|da|do|du|des|di"
+#: A capitalised word, or an initial ("Ursula K. Le Guin").
+_NAME_WORD = r"(?:[A-ZÀ-Þ]\.|[A-ZÀ-Þ][\w'\u2019-]*)"
+_NAME_RUN = re.compile(rf"{_NAME_WORD}(?:\s+(?:(?:{_PARTICLES})\s+)?{_NAME_WORD})*")
+_QUOTED = re.compile(r'["\u201c]([^"\u201c\u201d]{2,60})["\u201d]')
+#: Capitalised in English, yet dates rather than names.
+_CALENDAR_WORDS = """january february march april may june july august september october
+november december monday tuesday wednesday thursday friday saturday sunday"""
+_CALENDAR = frozenset(_CALENDAR_WORDS.split())
+
+
+def proper_names(text: str) -> list[str]:
+    """The names `text` mentions (people, places, organisations, works), in order: quoted
+    titles and runs of capitalised words, less the stop words at their ends ("In
+    Gothenburg"), labels ("Tools:"), single letters, month and day names, and a sentence's
+    capitalised first word ("Bakeries can hire me").
+
+    Written here: the field's named-entity recognisers (spaCy, flair) need a model per
+    language, while a profile names things in capitals and quotes in any Latin script.
+    """
+    found = [m.group(1).strip() for m in _QUOTED.finditer(text)]
+    unquoted = _QUOTED.sub(" ", text)
+    for match in _NAME_RUN.finditer(unquoted):
+        if unquoted[match.end() : match.end() + 1] == ":":
+            continue
+        words = match.group().split()
+        first = words[0]
+        while words and not terms(words[0]):
+            words.pop(0)
+        while words and not terms(words[-1]):
+            words.pop()
+        before = unquoted[: match.start()].rstrip()
+        opens_sentence = not before or before[-1] in ".!?;-*•"
+        if len(words) == 1 and (
+            not _is_name_word(words[0]) or (opens_sentence and words[0] == first)
+        ):
+            continue
+        if words:
+            found.append(" ".join(words))
+    return list(dict.fromkeys(found))
+
+
+def _is_name_word(word: str) -> bool:
+    lower = word.lower()
+    return len(word) > 1 and lower not in _CALENDAR and lower.removesuffix("s") not in _CALENDAR
 
 
 def identify(text: str, candidates: set[str], names: frozenset[str] = frozenset()) -> str | None:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 
 from minime.distill.losses import IGNORE_INDEX
-from minime.language import is_english
+from minime.language import is_english, proper_names
 from minime.student import chat_prompt_ids
 
 
@@ -71,6 +71,14 @@ def repeat_fact_rows(
 
 #: Openings a visitor puts before a question; the question itself follows in lower case.
 _OPENINGS = ("Hi! ", "Hey, ", "Quick question: ", "Hello, ", "Sorry, ")
+#: Questions a visitor asks about something the profile names, answered by its fact.
+_ABOUT_NAME = (
+    "What's {person}'s connection to {thing}?",
+    "How is {person} connected to {thing}?",
+    "What does {thing} have to do with {person}?",
+    "What can you tell me about {thing}?",
+    "Tell me about {person} and {thing}.",
+)
 #: What a visitor puts between two questions asked at once.
 _THEN = ("And", "Also,", "One more thing:", "And also,")
 
@@ -85,10 +93,26 @@ class VisitorTurns:
     person gets a name form drawn at random, so the form says nothing about the answer; a
     repeated fact row is also typed as a visitor would (an opening, no capital or question
     mark, a swapped pair of letters), so its repeats are not copies.
+
+    Half the repeats of an English fact row whose answer holds a name that only its fact
+    mentions ask about that name instead ("What can you tell me about Los Madrugadores?"):
+    the data stage's questions go from the person to the fact, visitors also go from a
+    name on the page to the person, and a student that learnt only one direction does not
+    answer the other (the reversal curse, Berglund et al. 2023).
     """
 
-    def __init__(self, name: str, seed: int) -> None:
+    def __init__(self, name: str, seed: int, facts: Iterable[str] = ()) -> None:
         parts = name.split()
+        facts = sorted(set(facts))
+        person = set(parts)
+        self.names_by_fact = {
+            fact: [
+                thing
+                for thing in proper_names(fact)
+                if sum(thing in other for other in facts) == 1 and not person & set(thing.split())
+            ]
+            for fact in facts
+        }
         self.forms = list(dict.fromkeys([" ".join(parts), *parts[:1]]))
         # Every start of the name ("Javier", "Javier Morales", ...), longest first, so that
         # the full name is not read as its first part.
@@ -104,6 +128,19 @@ class VisitorTurns:
     def typed(self, row: dict) -> dict:
         """`renamed`, and an English last visitor turn typed as a visitor would."""
         return self._rewrite(row, typed=is_english(row.get("language")))
+
+    def repeated(self, row: dict) -> dict:
+        """A repeat of a fact row: half the time, when its answer holds a name only its fact
+        mentions, a question about that name; otherwise `typed`."""
+        answer = row["messages"][-1]["content"]
+        things = [t for t in self.names_by_fact.get(row.get("fact"), ()) if t in answer]
+        single = len(row["messages"]) == 2 and is_english(row.get("language"))
+        if not (single and things and self.rng.random() < 0.5):
+            return self.typed(row)
+        question = self.rng.choice(_ABOUT_NAME).format(
+            person=self.rng.choice(self.forms), thing=self.rng.choice(things)
+        )
+        return {**row, "messages": [{"role": "user", "content": question}, row["messages"][-1]]}
 
     def chained(self, first: dict, second: dict) -> dict:
         """One row asking `first`'s and `second`'s questions together, answered by both."""

@@ -216,11 +216,12 @@ def _encode(
             for row in rows
         ]
 
-    turns = VisitorTurns(project.name, config.seed)
+    facts = (row["fact"] for row in train_rows if row.get("fact"))
+    turns = VisitorTurns(project.name, config.seed, facts)
     vary = config.vary_questions
     rows = [turns.renamed(row) for row in train_rows] if vary else train_rows
     trained_rows = repeat_fact_rows(
-        rows, config.fact_rows, config.seed, turns.typed if vary else None
+        rows, config.fact_rows, config.seed, turns.repeated if vary else None
     )
     chained = chain_fact_rows(rows, config.chained_rows, turns)
     trained_rows += chained
