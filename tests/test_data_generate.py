@@ -73,7 +73,7 @@ def test_augment_writes_paraphrases_chains_and_fact_questions(tmp_path):
             PromptRecord.create("When did she join?", "real").model_dump(),
         ],
     )
-    config = DataConfig(paraphrases=2, chains=1, questions_per_fact=3)
+    config = DataConfig(paraphrases=2, chains=1, questions_per_fact=3, questions_per_answer=0)
     generator = ListGenerator()
     report = augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
     rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
@@ -93,6 +93,31 @@ def test_augment_writes_paraphrases_chains_and_fact_questions(tmp_path):
     calls = generator.calls
     augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
     assert generator.calls == calls
+
+
+def test_each_name_and_number_of_a_fact_gets_questions_it_answers(tmp_path):
+    proj = project(tmp_path)
+    write_jsonl(tmp_path / "collected.jsonl", [])
+    generator = FakeTeacher({}, default="Where does Ada work?\nDoes Ada work at Span AB?")
+    config = DataConfig(
+        paraphrases=0,
+        chains=0,
+        questions_per_fact=0,
+        translated_per_fact=0,
+        questions_per_answer=2,
+    )
+    augment(proj, tmp_path / "collected.jsonl", tmp_path / "augmented.jsonl", [generator], config)
+    asked = [m[-1]["content"] for m in generator.asked if 'whose answer is "' in m[-1]["content"]]
+    told = sorted(text.split('whose answer is "')[1].split('"')[0] for text in asked)
+    # The person's own name is never an answer; "Span AB" is in two facts, asked for each.
+    assert told == ["2020", "Malmö", "Span AB", "Span AB"]
+    rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
+    # A question that holds its answer asks nothing: "Does Ada work at Span AB?" is kept only
+    # where the answer is another.
+    answers = {r.prompt: r.origin.rsplit("(", 1)[1].rstrip(")") for r in rows}
+    assert set(answers) == {"Where does Ada work?", "Does Ada work at Span AB?"}
+    assert all(answer not in prompt for prompt, answer in answers.items())
+    assert all(r.fact and r.category == "question" for r in rows)
 
 
 def test_edge_cases_come_from_the_bank_and_every_generator(tmp_path):
@@ -186,7 +211,9 @@ def test_facts_short_of_questions_are_topped_up(tmp_path):
             return FakeTeacher.stream(self, messages, params)
 
     generator = OneLine()
-    config = DataConfig(paraphrases=0, chains=0, questions_per_fact=2, translated_per_fact=0)
+    config = DataConfig(
+        paraphrases=0, chains=0, questions_per_fact=2, translated_per_fact=0, questions_per_answer=0
+    )
     augment(proj, collected, tmp_path / "augmented.jsonl", [generator], config)
     rows = [PromptRecord.model_validate(r) for r in load_jsonl(tmp_path / "augmented.jsonl")]
     per_fact = {f.text: sum(r.fact == f.text for r in rows) for f in profile_facts(PROFILE)}
@@ -229,10 +256,10 @@ def test_editing_one_fact_asks_again_only_about_that_fact(tmp_path):
     (tmp_path / "profile.md").write_text(PROFILE.replace("in 2020", "in 2021"))
     edited = Project.open(tmp_path)
     augment(edited, collected, tmp_path / "augmented.jsonl", [generator], config)
-    # The edited fact is asked about again, in English and in one other language; the
-    # paraphrase and the other facts' questions are reused.
+    # The edited fact is asked about again, in English, for each of its name and number,
+    # and in one other language; the paraphrase and the other facts' questions are reused.
     again = [m[-1]["content"] for m in generator.asked[asked:]]
-    assert len(again) == 2 and all("She joined Span AB in 2021." in text for text in again)
+    assert len(again) == 4 and all("She joined Span AB in 2021." in text for text in again)
 
 
 class PrivateGenerator(FakeTeacher):

@@ -34,6 +34,7 @@ data:
   paraphrases: 1
   chains: 1
   questions_per_fact: 3
+  questions_per_answer: 1
   edge_per_category: 2
   languages: [sv]
   answer_max_tokens: 64

@@ -487,11 +487,17 @@ def test_patience_stops_after_evaluations_without_a_better_score():
     patience = trainer_module.RecallPatience(2)
     stopped = []
     for score in (0.4, 0.6, 0.5, 0.6, 0.55):
-        control = patience.on_evaluate(None, None, TrainerControl(), {"eval_score": score})
+        control = patience.on_evaluate(None, None, TrainerControl(), {"eval_ranking": score})
         stopped.append(control.should_training_stop)
     assert stopped == [False, False, False, True, True]
     control = patience.on_evaluate(None, None, TrainerControl(), {"eval_loss": 1.0})
     assert not control.should_training_stop
+
+
+def test_a_tied_score_ranks_the_lower_validation_loss_first():
+    ranking = trainer_module.ranking
+    assert ranking(0.56, 0.49) > ranking(0.56, 0.62) > ranking(0.55, 0.01)
+    assert ranking(0.01, 0.0) > ranking(0.0, 0.0) > ranking(0.0, float("inf"))
 
 
 def test_time_budget_never_outgrows_the_epoch_limit(monkeypatch):
@@ -549,7 +555,7 @@ def test_training_arguments_map_the_distill_settings(tmp_path):
     assert args.per_device_train_batch_size == 3 and args.num_train_epochs == 4
     assert args.learning_rate == 0.01 and args.lr_scheduler_type == "cosine"
     assert args.eval_steps == args.save_steps == max(1, 4 // config.eval_per_epoch)
-    assert args.metric_for_best_model == "score" and args.greater_is_better
+    assert args.metric_for_best_model == "ranking" and args.greater_is_better
     assert args.load_best_model_at_end and args.eval_strategy == "steps"
     plain = train_module.training_arguments(
         config, tmp_path / "checkpoints", train_examples=12, validates=False, by_score=False

@@ -64,6 +64,13 @@ class DataConfig(_Section):
     questions_per_fact: int = Field(
         12, ge=0, le=40, description="Questions asked about each profile statement."
     )
+    questions_per_answer: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Questions asked about each name and number of a profile statement, "
+        'each answered by it ("Which orchestra does she play in?"); 0: none.',
+    )
     translated_per_fact: int = Field(
         2,
         ge=0,
@@ -155,7 +162,8 @@ class DistillConfig(_Section):
         ge=1,
         description="Evaluations without a better validation score (fact questions answered "
         "and must-decline prompts declined; validation loss when there are none) before "
-        "stopping; the checkpoint with the best score is kept.",
+        "stopping; the checkpoint with the best score is kept, a tie going to the lower "
+        "validation loss.",
     )
     eval_per_epoch: int = Field(1, ge=1, le=20, description="Evaluations per epoch.")
     fact_rows: int = Field(

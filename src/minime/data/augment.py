@@ -8,6 +8,7 @@ distinct questions about each statement of the profile.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ from minime.generation import (
     usable_question,
 )
 from minime.jsonl import write_jsonl
-from minime.language import LANGUAGE_NAMES, identify, names_in
+from minime.language import LANGUAGE_NAMES, identify, names_in, proper_names
 from minime.project import Project
 from minime.tasks import run_tasks, task_key, work_file, worker_count
 
@@ -81,6 +82,11 @@ def augment(
         job = partial(_ask_fact, backend, fact_system, project.name, fact, count, 2000 + i)
         key = task_key("fact", fact.section, fact.text, count, backend.name, fact_system)
         tasks.append((key, job))
+        count = config.questions_per_answer
+        for answer in answers_in(fact.text, project.name) if count else []:
+            job = partial(_ask_answer, backend, fact_system, project.name, fact, answer, count)
+            key = task_key("answer", answer, fact.text, count, backend.name, fact_system)
+            tasks.append((key, job))
         # Facts learned in one language transfer poorly to others: each fact is also asked
         # in the configured languages, one question per language, the languages in turn.
         for language, count in _languages_for(i, config.languages, config.translated_per_fact):
@@ -187,6 +193,42 @@ def _ask_fact(
     )
     lines = ask_list(backend, system, instruction, count, seed=seed)
     return fact_result(backend, fact, lines)
+
+
+#: A number of a statement: digits ("140", "1,200", "7:30") or an English number word.
+_NUMBER = re.compile(
+    r"\b(?:\d+(?:[.,:]\d+)*|one|two|three|four|five|six|seven|eight|nine|ten|eleven|"
+    r"twelve|twice)\b",
+    re.IGNORECASE,
+)
+
+
+def answers_in(fact: str, name: str) -> list[str]:
+    """What a visitor may ask a statement for: its names and numbers, less the person's."""
+    person = set(name.split())
+    names = [n for n in proper_names(fact) if not person & set(n.split())]
+    numbers = [n for n in _NUMBER.findall(fact) if not any(n in name for name in names)]
+    return list(dict.fromkeys([*names, *numbers]))
+
+
+def _ask_answer(
+    backend: ChatBackend, system: str, name: str, fact: Fact, answer: str, count: int
+) -> dict:
+    """Questions whose answer is one name or number of `fact`: told what the answer is, a
+    1.5B generator asks what the statement says (asked for questions about the whole
+    statement, it asked what the statement does not say: "How many weeks per year does
+    Mara practice the cello?")."""
+    first = name.split()[0]
+    instruction = (
+        f'This statement is from {name}\'s profile:\n"{fact.text}"\n'
+        f"Write {count} different questions a visitor could ask about {first} whose answer "
+        f'is "{answer}", as the statement says it. A question must not contain "{answer}". '
+        f"Call {first} by name or she/he/they, never 'you'."
+    )
+    seed = int(task_key(fact.text, answer)[:8], 16)
+    lines = ask_list(backend, system, instruction, count, seed=seed)
+    asked = [q for q in lines if answer.lower() not in q.lower()]
+    return {**fact_result(backend, fact, asked), "origin": f"profile: {fact.section} ({answer})"}
 
 
 def _ask_fact_in(

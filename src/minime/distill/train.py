@@ -276,7 +276,7 @@ def training_arguments(
         load_best_model_at_end=validates,
         # Validation loss on a noisy teacher's text is no proxy for knowing the facts: keep
         # the checkpoint that best answers the held-out phrasings and declines what it must.
-        metric_for_best_model="score" if by_score else "loss",
+        metric_for_best_model="ranking" if by_score else "loss",
         greater_is_better=by_score,
         logging_steps=max(1, min(10, eval_steps // 2)),
         seed=config.seed,

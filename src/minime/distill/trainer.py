@@ -212,8 +212,20 @@ class DistillTrainer(Trainer):
             if declines:
                 output.metrics[f"{prefix}_declined"] = round(sum(declines) / len(declines), 4)
             hits = facts + declines
-            output.metrics[f"{prefix}_score"] = round(sum(hits) / len(hits), 4)
+            score = sum(hits) / len(hits)
+            output.metrics[f"{prefix}_score"] = round(score, 4)
+            output.metrics[f"{prefix}_ranking"] = ranking(
+                score, output.metrics.get(f"{prefix}_loss", 0.0)
+            )
         return output
+
+
+def ranking(score: float, loss: float) -> float:
+    """What picks the checkpoint: the validation score, ties broken by the lower validation
+    loss. A few dozen probe questions often score two evaluations alike (9 of 16 fact
+    questions at epochs 2, 3 and 3.3 on the example persona); the first of them, kept by a
+    plain score, knew 9 of its 40 held-out facts where the last had known 18."""
+    return round(score - min(loss, 100.0) / 10_000, 6)
 
 
 class TimeBudget(TrainerCallback):
@@ -242,10 +254,11 @@ class TimeBudget(TrainerCallback):
 
 
 class RecallPatience(TrainerCallback):
-    """Stops training once the validation score (fact questions answered and must-decline
-    prompts declined) has not improved for `patience` evaluations. Written here because
-    transformers' EarlyStoppingCallback can only watch the metric that picks the best
-    checkpoint, and patience needs its own count of evaluations without progress."""
+    """Stops training once the validation `ranking` (fact questions answered and
+    must-decline prompts declined, then the loss) has not improved for `patience`
+    evaluations. Written here because transformers' EarlyStoppingCallback can only watch
+    the metric that picks the best checkpoint, and patience needs its own count of
+    evaluations without progress."""
 
     def __init__(self, patience: int) -> None:
         self.patience = patience
@@ -253,7 +266,7 @@ class RecallPatience(TrainerCallback):
         self.stale = 0
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        recall = (metrics or {}).get("eval_score")
+        recall = (metrics or {}).get("eval_ranking")
         if recall is None:
             return control
         if self.best is None or recall > self.best:
