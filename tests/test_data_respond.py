@@ -311,3 +311,59 @@ def test_editing_one_fact_restates_only_that_fact(tmp_path):
     again = [m[-1]["content"] for m in teacher.asked[asked:]]
     assert again == ["What can you tell me about Mara?"]
     assert report.answered_by_statement == 1
+
+
+class VerdictTeacher(FakeTeacher):
+    """Restates every fact; asked whether a fact answers a question, gives its Yes and No
+    as log-probs of the first token: No for the questions in `unanswered`."""
+
+    def __init__(self, unanswered: set[str], answer: str) -> None:
+        super().__init__({}, default=answer)
+        self.unanswered = unanswered
+
+    def stream(self, messages, params):
+        from minime.backends.base import Delta, TokenLogprobs, TopLogprob, Usage
+
+        asked = messages[-1]["content"]
+        if not asked.startswith("Statement about"):
+            yield from super().stream(messages, params)
+            return
+        self.asked.append(messages)
+        no = any(f"Question: {q}\n" in asked for q in self.unanswered)
+        yes_no = (-2.3, -0.1) if no else (-0.1, -2.3)
+        top = (TopLogprob("Yes", yes_no[0]), TopLogprob(" No", yes_no[1]))
+        first = top[1] if no else top[0]
+        yield Delta(text=first.token, tokens=(TokenLogprobs(first.token, first.logprob, top=top),))
+        yield Delta(text="", finish_reason="stop", usage=Usage(10, 1))
+
+
+def test_questions_their_fact_does_not_answer_are_left_out(example_project, tmp_path):
+    cat = "I have a cat called Pixel."
+    prompts = [
+        PromptRecord.create("What is Mara's cat called?", "profile", fact=cat),
+        PromptRecord.create("How old is Mara's cat?", "profile", fact=cat),
+    ]
+    src, dst = tmp_path / "deduped.jsonl", tmp_path / "responses.jsonl"
+    write_jsonl(src, (p.model_dump() for p in prompts))
+    teacher = VerdictTeacher({"How old is Mara's cat?"}, "Mara has a cat called Pixel.")
+    report = respond(example_project, src, dst, teacher, DataConfig(judge=False))
+    assert [row["messages"][0]["content"] for row in load_jsonl(dst)] == [
+        "What is Mara's cat called?"
+    ]
+    assert report.not_answered_by_fact == 1 and report.answered_by_statement == 1
+    # The verdicts are kept: a rerun asks nothing again.
+    asked = len(teacher.asked)
+    respond(example_project, src, dst, teacher, DataConfig(judge=False))
+    assert len(teacher.asked) == asked
+
+
+@pytest.mark.parametrize(
+    ("reply", "answers"), [("No, it does not.", False), ("Yes.", True), ("Maybe.", True)]
+)
+def test_a_verdict_without_log_probs_is_read_from_its_text(reply, answers):
+    from minime.backends import SamplingParams
+    from minime.data.respond import _verdict
+
+    messages = [{"role": "user", "content": "Statement about Mara: ..."}]
+    verdict = _verdict(FakeTeacher({}, default=reply), messages, SamplingParams(max_tokens=1))
+    assert verdict == {"answers": answers}

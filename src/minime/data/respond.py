@@ -13,14 +13,17 @@ is empty, cut off, leaks template tokens, declines a question its fact answers, 
 the person ("I live in ..."), is in another language than the question, states a
 number or name that the profile (for a number asked about one fact: that fact) does not
 have, or, for an English question about one fact, states another fact instead (the
-overview a 1.5B teacher gives for any question); an optional judge pass (the teacher,
-shown the profile) catches unsupported claims that have neither. A rejected answer is
-generated once more with a stricter instruction; if that fails too, the prompt is dropped
-(replacing it with "I don't know" would teach the student to refuse answerable questions).
+overview a 1.5B teacher gives for any question). A question to be answered by its fact's
+restatement is first put to the teacher: does the fact answer it? A No leaves it out. An
+optional judge pass (the teacher, shown the profile) catches unsupported claims that have
+neither. A rejected answer is generated once more with a stricter instruction; if that
+fails too, the prompt is dropped (replacing it with "I don't know" would teach the student
+to refuse answerable questions).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from functools import lru_cache, partial
@@ -90,12 +93,25 @@ Profile of {name}:
 \"\"\""""
 
 
+#: Asked of the teacher for each question answered by its fact's restatement. A 1.5B
+#: generator asked for questions about a fact also asks what it does not say ("What age is
+#: her cat?" for "I have a cat called Pixel."); answered with the restatement, such a
+#: question teaches the student to answer anything with some fact.
+ANSWERS_QUESTION = (
+    'Statement about {first}: "{fact}"\nQuestion: {question}\nDoes the statement give the '
+    "answer to this question, so that someone who reads only the statement knows it? Reply "
+    "Yes or No."
+)
+
+
 class RespondReport(BaseModel):
     """What happened to the teacher's answers."""
 
     prompts: int
     fact_questions: FactMatchReport
     facts_restated: int
+    #: Questions whose fact, the teacher says, does not answer them: left out.
+    not_answered_by_fact: int
     answered_by_statement: int
     accepted_first_try: int
     accepted_after_retry: int
@@ -145,6 +161,9 @@ def respond(
     statements = _statements(project, records, teacher, judge, params, dst, config.concurrency)
     by_statement = [r for r in records if _statement_key(r) in statements]
     records = [r for r in records if _statement_key(r) not in statements]
+    answered = _answered_by_fact(project, by_statement, teacher, dst, config.concurrency)
+    unanswered = len(by_statement) - len(answered)
+    by_statement = answered
     first = _attempt(
         project, records, teacher, judge, params, dst, "answers", False, config.concurrency
     )
@@ -175,9 +194,10 @@ def respond(
             outcome["dropped"] += 1
     write_jsonl(dst, rows)
     return RespondReport(
-        prompts=len(records) + len(fixed) + len(by_statement) + matched.dropped,
+        prompts=len(records) + len(fixed) + len(by_statement) + unanswered + matched.dropped,
         fact_questions=matched,
         facts_restated=len(statements),
+        not_answered_by_fact=unanswered,
         answered_by_statement=outcome["statement"],
         accepted_first_try=outcome["first"],
         accepted_after_retry=outcome["retry"],
@@ -243,6 +263,42 @@ def _statements(
                 chosen[key] = answer
         todo = [(key, record) for key, record in todo if key not in chosen]
     return chosen
+
+
+def _answered_by_fact(
+    project: Project,
+    records: list[PromptRecord],
+    teacher: ChatBackend,
+    dst: Path,
+    concurrency: int,
+) -> list[PromptRecord]:
+    """The questions of `records` that their fact answers, by the teacher's Yes or No
+    (`ANSWERS_QUESTION`): one token, read from its log-probs where the backend gives them."""
+    first = first_name(project.name)
+    params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=5)
+    keys, jobs = {}, []
+    for record in records:
+        content = ANSWERS_QUESTION.format(first=first, fact=record.fact, question=record.prompt)
+        messages = [{"role": "user", "content": content}]
+        keys[record.id] = task_key("answers", teacher.name, messages, params.model_dump_json())
+        jobs.append((keys[record.id], partial(_verdict, teacher, messages, params)))
+    workers = worker_count(concurrency, [teacher])
+    verdicts = run_tasks(work_file(dst, "answerable"), jobs, "checking fact questions", workers)
+    return [r for r in records if verdicts[keys[r.id]]["answers"]]
+
+
+def _verdict(teacher: ChatBackend, messages: list[dict], params: SamplingParams) -> dict:
+    """{"answers": bool}: No only when the teacher's No outweighs its Yes (or, without
+    log-probs, when its reply starts with No), so a doubtful question is kept."""
+    completion = teacher.complete(messages, params)
+    weight = Counter()
+    for candidate in completion.tokens[0].top if completion.tokens else ():
+        word = candidate.token.strip().lower()
+        if word in ("yes", "no"):
+            weight[word] += math.exp(candidate.logprob)
+    if weight:
+        return {"answers": weight["yes"] >= weight["no"]}
+    return {"answers": not completion.text.strip().lower().startswith("no")}
 
 
 def _restates(fact: str, language: str | None, answer: str, name: str) -> bool:
