@@ -70,11 +70,11 @@ november december monday tuesday wednesday thursday friday saturday sunday"""
 _CALENDAR = frozenset(_CALENDAR_WORDS.split())
 
 
-def proper_names(text: str) -> list[str]:
+def proper_names(text: str, person: str = "") -> list[str]:
     """The names `text` mentions (people, places, organisations, works), in order: quoted
     titles and runs of capitalised words, less the stop words at their ends ("In
-    Gothenburg"), labels ("Tools:"), single letters, month and day names, and a sentence's
-    capitalised first word ("Bakeries can hire me").
+    Gothenburg"), labels ("Tools:"), single letters, month and day names, a sentence's
+    capitalised first word ("Bakeries can hire me"), and any name with a word of `person`'s.
 
     Written here: the field's named-entity recognisers (spaCy, flair) need a model per
     language, while a profile names things in capitals and quotes in any Latin script.
@@ -98,7 +98,8 @@ def proper_names(text: str) -> list[str]:
             continue
         if words:
             found.append(" ".join(words))
-    return list(dict.fromkeys(found))
+    own = set(person.split())
+    return [name for name in dict.fromkeys(found) if not own & set(name.split())]
 
 
 def _is_name_word(word: str) -> bool:

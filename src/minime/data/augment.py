@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from minime.backends import ChatBackend
+from minime.bank import first_name
 from minime.config import DataConfig
 from minime.data.records import PromptRecord, read_records, records_from_results
 from minime.generation import (
@@ -205,8 +206,7 @@ _NUMBER = re.compile(
 
 def answers_in(fact: str, name: str) -> list[str]:
     """What a visitor may ask a statement for: its names and numbers, less the person's."""
-    person = set(name.split())
-    names = [n for n in proper_names(fact) if not person & set(n.split())]
+    names = proper_names(fact, person=name)
     numbers = [n for n in _NUMBER.findall(fact) if not any(n in name for name in names)]
     return list(dict.fromkeys([*names, *numbers]))
 
@@ -218,7 +218,7 @@ def _ask_answer(
     1.5B generator asks what the statement says (asked for questions about the whole
     statement, it asked what the statement does not say: "How many weeks per year does
     Mara practice the cello?")."""
-    first = name.split()[0]
+    first = first_name(name)
     instruction = (
         f'This statement is from {name}\'s profile:\n"{fact.text}"\n'
         f"Write {count} different questions a visitor could ask about {first} whose answer "

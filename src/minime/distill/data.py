@@ -104,12 +104,11 @@ class VisitorTurns:
     def __init__(self, name: str, seed: int, facts: Iterable[str] = ()) -> None:
         parts = name.split()
         facts = sorted(set(facts))
-        person = set(parts)
         self.names_by_fact = {
             fact: [
                 thing
-                for thing in proper_names(fact)
-                if sum(thing in other for other in facts) == 1 and not person & set(thing.split())
+                for thing in proper_names(fact, person=name)
+                if sum(thing in other for other in facts) == 1
             ]
             for fact in facts
         }
