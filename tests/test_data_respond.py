@@ -40,6 +40,8 @@ def record(prompt, category="question"):
             "Mara loves Sushi from Tokyo.",
             "unsupported: Sushi, Tokyo",
         ),
+        # A vague message is asked back, not answered.
+        ("vague", "Is that good?", "Yes, that's good.", "no_question_back"),
         ("question", "Where does Mara work?", "", "empty"),
         ("question", "Where does Mara work?", "At Verdant Loop<|im_end|>", "template_tokens"),
     ],
@@ -63,6 +65,7 @@ def test_check_rejects_a_cut_off_answer(example_project):
         ),
         ("question", "How many stars does tinyshade have?", "About 1,200 stars on GitHub."),
         ("question", "Does Mara have a driving licence?", "I don't know: the profile doesn't say."),
+        ("vague", "Tell me more.", "What would you like to know about Mara's work?"),
         # The visitor's "our" is theirs.
         ("question", "Would Mara speak at our meetup?", "Yes, Mara would speak at our meetup."),
     ],
@@ -314,22 +317,27 @@ def test_editing_one_fact_restates_only_that_fact(tmp_path):
 
 
 class VerdictTeacher(FakeTeacher):
-    """Restates every fact; asked whether a fact answers a question, gives its Yes and No
-    as log-probs of the first token: No for the questions in `unanswered`."""
+    """Restates every fact; asked whether a fact (or the whole profile) answers a question,
+    gives its Yes and No as log-probs of the first token: No for the questions in
+    `unanswered` (those of them in `in_profile`: Yes when asked of the whole profile)."""
 
-    def __init__(self, unanswered: set[str], answer: str) -> None:
+    def __init__(
+        self, unanswered: set[str], answer: str, in_profile: frozenset[str] = frozenset()
+    ) -> None:
         super().__init__({}, default=answer)
-        self.unanswered = unanswered
+        self.unanswered, self.in_profile = unanswered, in_profile
 
     def stream(self, messages, params):
         from minime.backends.base import Delta, TokenLogprobs, TopLogprob, Usage
 
         asked = messages[-1]["content"]
-        if not asked.startswith("Statement about"):
+        if not asked.startswith(("Statement about", "Profile of")):
             yield from super().stream(messages, params)
             return
         self.asked.append(messages)
         no = any(f"Question: {q}\n" in asked for q in self.unanswered)
+        if asked.startswith("Profile of"):
+            no = no and not any(f"Question: {q}\n" in asked for q in self.in_profile)
         yes_no = (-2.3, -0.1) if no else (-0.1, -2.3)
         top = (TopLogprob("Yes", yes_no[0]), TopLogprob(" No", yes_no[1]))
         first = top[1] if no else top[0]
@@ -337,20 +345,34 @@ class VerdictTeacher(FakeTeacher):
         yield Delta(text="", finish_reason="stop", usage=Usage(10, 1))
 
 
-def test_questions_their_fact_does_not_answer_are_left_out(example_project, tmp_path):
+def test_questions_their_fact_does_not_answer_are_left_out_or_made_near_misses(
+    example_project, tmp_path
+):
     cat = "I have a cat called Pixel."
     prompts = [
         PromptRecord.create("What is Mara's cat called?", "profile", fact=cat),
         PromptRecord.create("How old is Mara's cat?", "profile", fact=cat),
+        PromptRecord.create("Where does the cat's owner live?", "profile", fact=cat),
     ]
     src, dst = tmp_path / "deduped.jsonl", tmp_path / "responses.jsonl"
     write_jsonl(src, (p.model_dump() for p in prompts))
-    teacher = VerdictTeacher({"How old is Mara's cat?"}, "Mara has a cat called Pixel.")
+    teacher = VerdictTeacher(
+        {p.prompt for p in prompts[1:]},
+        "Mara has a cat called Pixel.",
+        in_profile={"Where does the cat's owner live?"},
+    )
     report = respond(example_project, src, dst, teacher, DataConfig(judge=False))
-    assert [row["messages"][0]["content"] for row in load_jsonl(dst)] == [
-        "What is Mara's cat called?"
-    ]
-    assert report.not_answered_by_fact == 1 and report.answered_by_statement == 1
+    rows = {row["messages"][0]["content"]: row for row in load_jsonl(dst)}
+    # Answered by its fact: the restatement. Answered by no fact, asked in English, and not
+    # by the profile either: the fixed "I don't know", as an unanswerable row about no fact.
+    # Answered elsewhere in the profile: left out.
+    assert set(rows) == {"What is Mara's cat called?", "How old is Mara's cat?"}
+    near_miss = rows["How old is Mara's cat?"]
+    assert near_miss["category"] == "unanswerable" and near_miss["fact"] is None
+    decline = fixed_answer("unanswerable", None, example_project.name)
+    assert near_miss["messages"][1]["content"] == decline
+    assert report.not_answered_by_fact == 2 and report.near_misses == 1
+    assert report.answered_by_statement == 1
     # The verdicts are kept: a rerun asks nothing again.
     asked = len(teacher.asked)
     respond(example_project, src, dst, teacher, DataConfig(judge=False))

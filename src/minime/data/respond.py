@@ -63,7 +63,7 @@ FACT_HINT = (
 )
 #: The version of `check_answer`'s rules, in every check's task id: raised when they change,
 #: so that answers checked by older rules are checked again.
-CHECK_RULES = 3
+CHECK_RULES = 4
 #: Share of an English fact's words its restatement must keep.
 RESTATEMENT_MIN_SHARE = 0.5
 STRICTER = " Use only facts written in the profile and copy names and numbers exactly from it."
@@ -102,6 +102,21 @@ ANSWERS_QUESTION = (
     "answer to this question, so that someone who reads only the statement knows it? Reply "
     "Yes or No."
 )
+#: Asked of the teacher, with the whole profile, for each English question its fact does
+#: not answer: one the profile does not answer either becomes an unanswerable row, a near
+#: miss beside the answerable questions on the same topic ("What breed is her cat?" beside
+#: "What is her cat called?"), which teaches the student to say it does not know instead of
+#: answering with the nearest fact.
+PROFILE_ANSWERS_QUESTION = (
+    'Profile of {name}:\n"""\n{profile}\n"""\n\nQuestion: {question}\nDoes the profile give '
+    "the answer to this question, so that someone who reads only the profile knows it? Reply "
+    "Yes or No."
+)
+#: The share of Yes (of Yes and No) under which the profile is taken not to answer a question.
+#: The 1.5B teacher leans to Yes: on 60 of the example persona's questions that their fact
+#: does not answer, a bar of 0.7 kept 37 as near misses, of which 3 read as answerable by
+#: hand; at 0.5 it kept 13.
+NEAR_MISS_MIN_YES = 0.7
 
 
 class RespondReport(BaseModel):
@@ -112,6 +127,7 @@ class RespondReport(BaseModel):
     facts_restated: int
     #: Questions whose fact, the teacher says, does not answer them: left out.
     not_answered_by_fact: int
+    near_misses: int = 0
     answered_by_statement: int
     accepted_first_try: int
     accepted_after_retry: int
@@ -162,7 +178,9 @@ def respond(
     by_statement = [r for r in records if _statement_key(r) in statements]
     records = [r for r in records if _statement_key(r) not in statements]
     answered = _answered_by_fact(project, by_statement, teacher, dst, config.concurrency)
-    unanswered = len(by_statement) - len(answered)
+    unanswered = [r for r in by_statement if r not in answered]
+    near_misses = _near_misses(project, unanswered, teacher, dst, config.concurrency)
+    fixed += near_misses
     by_statement = answered
     first = _attempt(
         project, records, teacher, judge, params, dst, "answers", False, config.concurrency
@@ -194,10 +212,16 @@ def respond(
             outcome["dropped"] += 1
     write_jsonl(dst, rows)
     return RespondReport(
-        prompts=len(records) + len(fixed) + len(by_statement) + unanswered + matched.dropped,
+        prompts=len(records)
+        + len(fixed)
+        + len(by_statement)
+        + len(unanswered)
+        - len(near_misses)
+        + matched.dropped,
         fact_questions=matched,
         facts_restated=len(statements),
-        not_answered_by_fact=unanswered,
+        not_answered_by_fact=len(unanswered),
+        near_misses=len(near_misses),
         answered_by_statement=outcome["statement"],
         accepted_first_try=outcome["first"],
         accepted_after_retry=outcome["retry"],
@@ -275,21 +299,67 @@ def _answered_by_fact(
     """The questions of `records` that their fact answers, by the teacher's Yes or No
     (`ANSWERS_QUESTION`): one token, read from its log-probs where the backend gives them."""
     first = first_name(project.name)
+    questions = {
+        r.id: ANSWERS_QUESTION.format(first=first, fact=r.fact, question=r.prompt) for r in records
+    }
+    answers = _ask_yes_no(teacher, questions, 0.5, "answers", dst, "answerable", concurrency)
+    return [r for r in records if answers[r.id]]
+
+
+def _near_misses(
+    project: Project,
+    records: list[PromptRecord],
+    teacher: ChatBackend,
+    dst: Path,
+    concurrency: int,
+) -> list[PromptRecord]:
+    """The English questions of `records` that the whole profile does not answer either
+    (`PROFILE_ANSWERS_QUESTION`), as unanswerable prompts about no fact."""
+    records = [r for r in records if is_english(r.language)]
+    profile = project.profile.strip()
+    questions = {
+        r.id: PROFILE_ANSWERS_QUESTION.format(name=project.name, profile=profile, question=r.prompt)
+        for r in records
+    }
+    answers = _ask_yes_no(
+        teacher, questions, NEAR_MISS_MIN_YES, "profile-answers", dst, "near-misses", concurrency
+    )
+    return [
+        r.model_copy(update={"category": "unanswerable", "fact": None})
+        for r in records
+        if not answers[r.id]
+    ]
+
+
+def _ask_yes_no(
+    teacher: ChatBackend,
+    questions: dict[str, str],
+    min_yes: float,
+    kind: str,
+    dst: Path,
+    work: str,
+    concurrency: int,
+) -> dict[str, bool]:
+    """The teacher's Yes (True) or No to each of `questions` (by id), one token each, kept
+    resumable in `<stem>.<work>.jsonl`."""
     params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=5)
     keys, jobs = {}, []
-    for record in records:
-        content = ANSWERS_QUESTION.format(first=first, fact=record.fact, question=record.prompt)
+    for id_, content in questions.items():
         messages = [{"role": "user", "content": content}]
-        keys[record.id] = task_key("answers", teacher.name, messages, params.model_dump_json())
-        jobs.append((keys[record.id], partial(_verdict, teacher, messages, params)))
+        keys[id_] = task_key(kind, teacher.name, messages, params.model_dump_json(), min_yes)
+        jobs.append((keys[id_], partial(_verdict, teacher, messages, params, min_yes)))
     workers = worker_count(concurrency, [teacher])
-    verdicts = run_tasks(work_file(dst, "answerable"), jobs, "checking fact questions", workers)
-    return [r for r in records if verdicts[keys[r.id]]["answers"]]
+    label = "checking fact questions" if kind == "answers" else "checking near misses"
+    verdicts = run_tasks(work_file(dst, work), jobs, label, workers)
+    return {id_: verdicts[key]["answers"] for id_, key in keys.items()}
 
 
-def _verdict(teacher: ChatBackend, messages: list[dict], params: SamplingParams) -> dict:
-    """{"answers": bool}: No only when the teacher's No outweighs its Yes (or, without
-    log-probs, when its reply starts with No), so a doubtful question is kept."""
+def _verdict(
+    teacher: ChatBackend, messages: list[dict], params: SamplingParams, min_yes: float = 0.5
+) -> dict:
+    """{"answers": bool}: Yes when the teacher's Yes is at least `min_yes` of its Yes and No
+    (or, without log-probs, unless its reply starts with No), so a doubtful question at the
+    0.5 bar is kept."""
     completion = teacher.complete(messages, params)
     weight = Counter()
     for candidate in completion.tokens[0].top if completion.tokens else ():
@@ -297,7 +367,7 @@ def _verdict(teacher: ChatBackend, messages: list[dict], params: SamplingParams)
         if word in ("yes", "no"):
             weight[word] += math.exp(candidate.logprob)
     if weight:
-        return {"answers": weight["yes"] >= weight["no"]}
+        return {"answers": weight["yes"] >= min_yes * (weight["yes"] + weight["no"])}
     return {"answers": not completion.text.strip().lower().startswith("no")}
 
 
@@ -404,6 +474,10 @@ def check_answer(
         return "template_tokens"
     if speaks_as_person(text, record.prompt):
         return "first_person"
+    if record.category == "vague" and "?" not in text:
+        # Told to ask back, a 1.5B teacher answered vague messages instead ("Is that good?"
+        # -> "Yes, that's good."), with general advice or as the person.
+        return "no_question_back"
     # Capitalised words are names in English only (German capitalises every noun).
     english = is_english(record.language)
     claims = unsupported_claims(text, project.profile, record.prompt, names=english)
