@@ -64,6 +64,8 @@ def test_default_contenders_are_baseline_exports_and_unexported_students(project
     assert [(c.label, c.mode, c.quant) for c in contenders] == [
         ("baseline: profile-prompted qwen2.5-coder-1.5b-instruct", "profile", None),
         ("kd q8_0", "plain", "q8_0"),
+        # The served file, also as `minime serve` answers with it: behind the guard.
+        ("kd q8_0 + guard", "guarded", "q8_0"),
         ("kd q4_k_m", "plain", "q4_k_m"),
         ("sft (HF)", "plain", None),
     ]

@@ -20,9 +20,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from minime.bank import fixed_answer
 from minime.cli import app
 from minime.config import ServeConfig
 from minime.errors import ConfigError, InputError
+from minime.guard import GuardedBackend
 from minime.project import Project
 from minime.serve import deploy, open_served_model, serve_config
 
@@ -223,6 +225,9 @@ def test_open_served_model_picks_export_profile_or_gguf(tmp_path):
         assert "Mara works at Verdant Loop" in prompted.system
         assert prompted.messages([{"role": "user", "content": "Hi"}])[0]["role"] == "system"
         assert bare.id == gguf.stem and bare.system is None
+        # Only the distilled model is guarded, and its speed is the model's own.
+        assert isinstance(exported.backend, GuardedBackend) and exported.speed is not None
+        assert prompted.guard is None and bare.guard is None
         assert exported.n_ctx == 512
     finally:
         for served in (exported, prompted, bare):
@@ -263,6 +268,8 @@ def test_the_container_command_serves_outside_docker(tmp_path):
                 time.sleep(0.2)
         body = {"messages": [{"role": "user", "content": "Hello!"}], "stream": True}
         response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        off_topic = {"messages": [{"role": "user", "content": "Who painted Guernica?"}]}
+        declined = httpx.post(f"{url}/v1/chat/completions", json=off_topic, timeout=60).json()
         page = httpx.get(url)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -274,6 +281,9 @@ def test_the_container_command_serves_outside_docker(tmp_path):
     chunks = [json.loads(event) for event in events[:-1]]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks).strip()
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    # The serving guard answers a question about nothing of hers without the model.
+    decline = fixed_answer("out_of_scope", "en", "Mara Lind")
+    assert declined["choices"][0]["message"]["content"] == decline
     assert "Mara Lind" in page.text
     assert f"Uvicorn running on http://0.0.0.0:{port}" in log
     # A graceful stop exits 0 (uvicorn alone re-raises SIGTERM: 143).

@@ -309,6 +309,12 @@ class ServeConfig(_Section):
         "then ends with finish_reason length.",
     )
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body (413 past it).")
+    guard: bool = Field(
+        True,
+        description="Answer a distilled model's first message that is clearly about nothing "
+        "of the person's (English; no part of the name, no she/he/they, no word of the "
+        "profile, no greeting) with the fixed out-of-scope decline, without the model.",
+    )
     max_messages: int = Field(32, ge=1, description="Most messages in one conversation.")
     max_message_chars: int = Field(2000, ge=1, description="Longest message, in characters.")
     rate_limit: float = Field(

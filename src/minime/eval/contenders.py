@@ -1,7 +1,8 @@
 """The models an evaluation compares: distilled models, plain models and profile-prompted ones.
 
 A contender answers the visitor's question either as it is (`plain`: a distilled student,
-a GGUF, a server; no profile and no added system text) or through `minime chat`'s
+a GGUF, a server; no profile and no added system text), behind the serving guard as
+`minime serve` answers (`guarded`: see `minime.guard`), or through `minime chat`'s
 profile-prompted assistant (`profile`: the system prompt with the whole profile).
 """
 
@@ -17,7 +18,7 @@ from minime.layout import default_quant, export_manifests, exported_ggufs, train
 from minime.project import Project
 from minime.registry import resolve
 
-Mode = Literal["plain", "profile"]
+Mode = Literal["plain", "guarded", "profile"]
 
 #: Contender spec prefix for the profile-prompted mode with any model.
 PROFILE_PREFIX = "profile:"
@@ -57,7 +58,7 @@ class Contender:
         if model.path is not None:
             files = sorted(model.path.rglob("*")) if model.path.is_dir() else [model.path]
             parts += [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
-        if self.mode == "profile":
+        if self.mode != "plain":
             parts += [project.name, project.profile]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
@@ -92,8 +93,9 @@ def baseline(project: Project) -> Contender:
 
 
 def default_contenders(project: Project) -> list[Contender]:
-    """The baseline, each quantization in `out/export*/export.json`, and each trained
-    student in `out/distill*/model` that has no export (as a Hugging Face model).
+    """The baseline, each quantization in `out/export*/export.json` (the served one also
+    behind the guard, when `serve.guard` is on), and each trained student in
+    `out/distill*/model` that has no export (as a Hugging Face model).
 
     :raises InputError: naming the file and field, if an export.json lists a missing file.
     """
@@ -105,6 +107,9 @@ def default_contenders(project: Project) -> list[Contender]:
         for quant, path in exported_ggufs(folder).items():
             label = f"{method} {quant}"
             contenders.append(Contender(label, str(path), "plain", method, quant))
+            if project.config.serve.guard and quant == recommended_quant(folder):
+                guarded = Contender(f"{label} + guard", str(path), "guarded", method, quant)
+                contenders.append(guarded)
         exported.add("distill" + folder.name.removeprefix("export"))
     for model in trained_models(project.root):
         if model.parent.name in exported or not (model / "config.json").is_file():

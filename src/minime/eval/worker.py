@@ -22,8 +22,9 @@ from minime.fileio import write_text_atomic
 def run_job(job: dict) -> dict:
     """Load the contender, answer every question, and measure it.
 
-    :param job: {"spec", "mode" ("plain" or "profile"), "project" (folder, for profile
-        mode), "questions" (each a conversation: earlier turns, then the question),
+    :param job: {"spec", "mode" ("plain", "guarded" or "profile"), "project" (folder,
+        for the guarded and profile modes), "questions" (each a conversation: earlier
+        turns, then the question),
         "params" (SamplingParams fields), "n_ctx", "n_threads"}.
     :returns: {"load_seconds", "answers": [{"text", "error", "seconds",
         "first_token_seconds", "tokens", "decode_seconds", "finish_reason"}],
@@ -43,6 +44,12 @@ def run_job(job: dict) -> dict:
             return assistant.stream(messages[-1]["content"], messages[:-1])
     else:
         backend = load_backend(job["spec"], n_ctx=job["n_ctx"], n_threads=job["n_threads"])
+        if job["mode"] == "guarded":
+            from minime.guard import GuardedBackend, OffTopicGuard
+            from minime.project import Project
+
+            guard = OffTopicGuard.for_project(Project.open(Path(job["project"])))
+            backend = GuardedBackend(backend, guard)
 
         def ask(messages: list[Message]) -> Iterator[Delta]:
             return backend.stream(messages, params)

@@ -10,6 +10,7 @@ from minime.backends import ChatBackend, Message, SamplingParams, load_backend
 from minime.chat import system_prompt
 from minime.config import ChatConfig, ServeConfig
 from minime.errors import InputError
+from minime.guard import GuardedBackend, OffTopicGuard
 from minime.layout import EXPORT_JSON, EXPORT_MANIFEST, default_quant, exported_ggufs
 from minime.project import Project
 from minime.serve.engine import Speed, measure_speed
@@ -29,6 +30,7 @@ class ServedModel:
     title: str
     system: str | None = None
     speed: Speed | None = None  # measured at load, for admission; None: cautious defaults
+    guard: OffTopicGuard | None = None  # put before the backend once its speed is measured
 
     def messages(self, visitor: list[Message]) -> list[Message]:
         """The conversation sent to the model for the visitor's messages."""
@@ -88,6 +90,8 @@ def open_served_model(
         except Exception:
             served.backend.close()
             raise
+    if served.guard is not None:
+        served.backend = GuardedBackend(served.backend, served.guard)
     return served
 
 
@@ -106,7 +110,8 @@ def _open(target: Path, config: ServeConfig, model: str | None, quant: str | Non
     if model is None and manifest.is_file():
         path = exported_gguf(manifest.parent, quant)
         backend = load_backend(str(path), seed=chat.seed, **options)
-        return ServedModel(path.stem, backend, params, title=project.name)
+        guard = OffTopicGuard.for_project(project) if config.guard else None
+        return ServedModel(path.stem, backend, params, title=project.name, guard=guard)
     if quant is not None:
         raise InputError(f"{manifest}: no export to pick quant {quant} from (run `minime export`)")
     spec = model or project.config.models.chat
