@@ -117,6 +117,10 @@ PROFILE_ANSWERS_QUESTION = (
 #: does not answer, a bar of 0.7 kept 37 as near misses, of which 3 read as answerable by
 #: hand; at 0.5 it kept 13.
 NEAR_MISS_MIN_YES = 0.7
+#: The two Yes/No checks: the task kind (in each task's id), the work file that keeps their
+#: answers (`<stem>.<name>.jsonl`) and the progress label.
+_FACT_CHECK = ("answers", "answerable", "checking fact questions")
+_PROFILE_CHECK = ("profile-answers", "near-misses", "checking near misses")
 
 
 class RespondReport(BaseModel):
@@ -302,7 +306,7 @@ def _answered_by_fact(
     questions = {
         r.id: ANSWERS_QUESTION.format(first=first, fact=r.fact, question=r.prompt) for r in records
     }
-    answers = _ask_yes_no(teacher, questions, 0.5, "answers", dst, "answerable", concurrency)
+    answers = _ask_yes_no(teacher, questions, 0.5, _FACT_CHECK, dst, concurrency)
     return [r for r in records if answers[r.id]]
 
 
@@ -321,9 +325,7 @@ def _near_misses(
         r.id: PROFILE_ANSWERS_QUESTION.format(name=project.name, profile=profile, question=r.prompt)
         for r in records
     }
-    answers = _ask_yes_no(
-        teacher, questions, NEAR_MISS_MIN_YES, "profile-answers", dst, "near-misses", concurrency
-    )
+    answers = _ask_yes_no(teacher, questions, NEAR_MISS_MIN_YES, _PROFILE_CHECK, dst, concurrency)
     return [
         r.model_copy(update={"category": "unanswerable", "fact": None})
         for r in records
@@ -335,13 +337,13 @@ def _ask_yes_no(
     teacher: ChatBackend,
     questions: dict[str, str],
     min_yes: float,
-    kind: str,
+    work: tuple[str, str, str],
     dst: Path,
-    work: str,
     concurrency: int,
 ) -> dict[str, bool]:
-    """The teacher's Yes (True) or No to each of `questions` (by id), one token each, kept
-    resumable in `<stem>.<work>.jsonl`."""
+    """The teacher's Yes (True) or No to each of `questions` (by id), one token each, for
+    the check `work` (`_FACT_CHECK` or `_PROFILE_CHECK`)."""
+    kind, name, label = work
     params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=5)
     keys, jobs = {}, []
     for id_, content in questions.items():
@@ -349,8 +351,7 @@ def _ask_yes_no(
         keys[id_] = task_key(kind, teacher.name, messages, params.model_dump_json(), min_yes)
         jobs.append((keys[id_], partial(_verdict, teacher, messages, params, min_yes)))
     workers = worker_count(concurrency, [teacher])
-    label = "checking fact questions" if kind == "answers" else "checking near misses"
-    verdicts = run_tasks(work_file(dst, work), jobs, label, workers)
+    verdicts = run_tasks(work_file(dst, name), jobs, label, workers)
     return {id_: verdicts[key]["answers"] for id_, key in keys.items()}
 
 
