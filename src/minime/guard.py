@@ -47,10 +47,9 @@ class OffTopicGuard:
 
     def routes(self, visitor: list[Message]) -> bool:
         """Whether the conversation's last message gets the decline without the model."""
-        asked = [m["content"] for m in visitor if m["role"] == "user"]
-        if len(asked) != 1 or len(visitor) != 1:
+        if len(visitor) != 1 or visitor[0]["role"] != "user":
             return False
-        text = asked[0]
+        text = visitor[0]["content"]
         if _TO_THE_ASSISTANT.search(text) or names_the_person(text, self.name):
             return False
         if {word.removesuffix("'s") for word in terms(text)} & self._profile_words:

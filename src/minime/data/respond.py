@@ -162,6 +162,7 @@ def respond(
     answered again and an unchanged one never twice.
     """
     _, records = read_records(src)
+    prompts = len(records)
     # Same-category prompts share a system prompt, so llama.cpp reuses its KV cache.
     records.sort(key=lambda r: (r.category, r.id))
     fixed = [r for r in records if r.category in TEMPLATE_CATEGORIES]
@@ -216,12 +217,7 @@ def respond(
             outcome["dropped"] += 1
     write_jsonl(dst, rows)
     return RespondReport(
-        prompts=len(records)
-        + len(fixed)
-        + len(by_statement)
-        + len(unanswered)
-        - len(near_misses)
-        + matched.dropped,
+        prompts=prompts,
         fact_questions=matched,
         facts_restated=len(statements),
         not_answered_by_fact=len(unanswered),
