@@ -157,7 +157,7 @@ def prompts(tmp_path):
         PromptRecord.create("where does mara work", "real", origin="prompts.txt:1"),
         PromptRecord.create("What is tinyshade?", "profile", fact="tinyshade"),
         PromptRecord.create("Where is Mara employed?", "augment", category="question"),
-        PromptRecord.create("Tell me about tinyshade", "augment"),
+        PromptRecord.create("Tell me about tinyshade", "augment", fact="tinyshade"),
         PromptRecord.create("Does Mara like cats?", "edge", category="private"),
     ]
     path = tmp_path / "prompts.jsonl"
@@ -214,6 +214,38 @@ def test_rerun_reuses_embeddings(tmp_path, prompts, monkeypatch):
         handle.write(record.model_dump_json() + "\n")
     monkeypatch.setattr(dedup_module, "encode", fake_encode)
     assert dedup(prompts, tmp_path / "c.jsonl", out, embedder="fake-encoder").embedded == 1
+
+
+def test_questions_about_different_facts_are_never_duplicates(tmp_path, monkeypatch):
+    monkeypatch.setattr(dedup_module, "encode", fake_encode)
+    src = tmp_path / "prompts.jsonl"
+    records = [
+        PromptRecord.create("Where does Mara work?", "profile", fact="She works at Verdant."),
+        PromptRecord.create("where does mara work", "augment", fact="She works at Verdant."),
+        PromptRecord.create("Where is Mara employed?", "profile", fact="She worked at Volvo."),
+    ]
+    write_jsonl(src, [r.model_dump(exclude_none=True) for r in records])
+    report = dedup(src, tmp_path / "out.jsonl", tmp_path / "report", embedder="fake-encoder")
+    kept = [r["prompt"] for r in load_jsonl(tmp_path / "out.jsonl")]
+    assert kept == ["Where does Mara work?", "Where is Mara employed?"]
+    assert report.total_after == 2
+
+
+def test_the_persons_name_is_taken_out_before_embedding(tmp_path, prompts, monkeypatch):
+    seen = []
+
+    def encode_without_name(texts, embedder):
+        seen.extend(texts)
+        return at_angles(*range(len(texts))).astype(np.float32)
+
+    monkeypatch.setattr(dedup_module, "encode", encode_without_name)
+    out = tmp_path / "report"
+    dedup(prompts, tmp_path / "a.jsonl", out, embedder="fake-encoder", person="Mara Lindqvist")
+    assert "Where does work?" in seen and not any("Mara" in t or "mara" in t for t in seen)
+    # Embeddings cached without the name are not reused for prompts embedded with it.
+    seen.clear()
+    dedup(prompts, tmp_path / "b.jsonl", out, embedder="fake-encoder")
+    assert "Where does Mara work?" in seen
 
 
 def test_empty_src_writes_empty_dst(tmp_path, monkeypatch):

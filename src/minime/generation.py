@@ -167,6 +167,17 @@ def name_pattern(name: str) -> re.Pattern | None:
     return re.compile(rf"\b(?:{'|'.join(parts)})(?:['\u2019]s?)?(?!\w)", re.IGNORECASE)
 
 
+def without_name(text: str, name: str) -> str:
+    """`text` with every part of the person's name (`name_pattern`) taken out.
+
+    Compared by meaning, the name weighs more than what a question asks: with "Javier
+    Morales Ibáñez" in both, "What is his profession?" and "Where does he teach?" are near
+    duplicates to a sentence encoder, and dedup kept 127 of 345 fact questions.
+    """
+    pattern = name_pattern(name)
+    return text.strip() if pattern is None else " ".join(pattern.sub(" ", text).split())
+
+
 def names_the_person(question: str, name: str) -> bool:
     """Whether an English question is about the person: it names them (any part of the
     name) or says she/he/they. "What is the best time to harvest tomatoes?", written for

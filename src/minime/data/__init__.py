@@ -101,6 +101,7 @@ def _dedup(run: _Run) -> BaseModel:
         run.out,
         embedder=run.specs.embedder,
         threshold=run.config.dedup_threshold,
+        person=run.project.name,
     )
 
 

@@ -4,13 +4,14 @@ Dedup merges near-identical questions and the answer checks drop some answers, s
 asked 12 ways in `augment` can end with 5 answered questions. A small student only learns
 a fact it sees in many phrasings, so this step counts the answered questions per fact and,
 for each fact short of `min_questions_per_fact`, asks the generators for new questions,
-drops those within the dedup distance of any question already kept, has the teacher answer
+drops those within the dedup distance of any question already kept about the same fact
+(dedup's rule: the person's name taken out, `duplicate_group`), has the teacher answer
 the rest with the same checks as `respond`, and repeats for a few rounds.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 from minime.backends import ChatBackend
 from minime.config import DataConfig
 from minime.data.augment import fact_result
-from minime.data.records import records_from_results
+from minime.data.records import PromptRecord, duplicate_group, records_from_results
 from minime.data.respond import respond
 from minime.generation import (
     Fact,
@@ -28,6 +29,7 @@ from minime.generation import (
     fact_question_system,
     profile_facts,
     usable_fact_question,
+    without_name,
 )
 from minime.jsonl import load_jsonl, write_jsonl
 from minime.neardup import encode, is_near
@@ -78,8 +80,7 @@ def cover(
     facts = profile_facts(project.profile)
     target = config.min_questions_per_fact
     system = fact_question_system(project)
-    kept = [row["messages"][0]["content"] for row in rows]
-    vectors = encode(kept, embedder) if kept else None
+    kept = _Kept(rows, project.name, embedder)
     short_before = len(_short(facts, rows, target))
     asked = near = answered = 0
     workers = worker_count(config.concurrency, generators)
@@ -101,7 +102,7 @@ def cover(
         )
         candidates = records_from_results(list(results.values()))
         asked += len(candidates)
-        fresh, fresh_vectors = _distinct(candidates, vectors, config.dedup_threshold, embedder)
+        fresh = kept.add_distinct(candidates, config.dedup_threshold)
         near += len(candidates) - len(fresh)
         if not fresh:
             continue
@@ -112,7 +113,6 @@ def cover(
         new_rows = load_jsonl(answers)
         answered += len(new_rows)
         rows += new_rows
-        vectors = fresh_vectors if vectors is None else np.concatenate([vectors, fresh_vectors])
     write_jsonl(dst, rows)
     return CoverReport(
         facts=len(facts),
@@ -143,16 +143,30 @@ def _short(facts, rows: list[dict], target: int):
     return [(f, counts[f.text]) for f in facts if counts[f.text] < target]
 
 
-def _distinct(candidates, vectors: np.ndarray | None, threshold: float, embedder: str):
-    """The candidates that are no near duplicate (`neardup.is_near`) of any kept question
-    (`vectors`, normalised) or of each other, with their embeddings."""
-    if not candidates:
-        return [], None
-    embedded = encode([r.prompt for r in candidates], embedder)
-    chosen: list[int] = []
-    for i, vector in enumerate(embedded):
-        pool = [p for p in (vectors, embedded[chosen]) if p is not None and len(p)]
-        similarity = max((float((p @ vector).max()) for p in pool), default=-1.0)
-        if not is_near(similarity, threshold):
-            chosen.append(i)
-    return [candidates[i] for i in chosen], embedded[chosen]
+class _Kept:
+    """The questions kept so far, embedded by dedup's rule, by `duplicate_group`."""
+
+    def __init__(self, rows: list[dict], person: str, embedder: str):
+        self.person, self.embedder = person, embedder
+        self.by_group: dict[str, list[np.ndarray]] = defaultdict(list)
+        texts = [row["messages"][0]["content"] for row in rows]
+        for row, vector in zip(rows, self._encode(texts), strict=True):
+            self.by_group[duplicate_group(row["category"], row.get("fact"))].append(vector)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        return encode([without_name(t, self.person) for t in texts], self.embedder)
+
+    def add_distinct(self, candidates: list[PromptRecord], threshold: float) -> list:
+        """The candidates that are no near duplicate (`neardup.is_near`) of a kept question
+        of their group or of each other; they count as kept from now on."""
+        chosen = []
+        vectors = self._encode([r.prompt for r in candidates])
+        for record, vector in zip(candidates, vectors, strict=True):
+            group = self.by_group[duplicate_group(record.category, record.fact)]
+            similarity = float((np.stack(group) @ vector).max()) if group else -1.0
+            if not is_near(similarity, threshold):
+                chosen.append(record)
+                group.append(vector)
+        return chosen

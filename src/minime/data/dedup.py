@@ -6,11 +6,13 @@ Reads `src` (a JSONL of PromptRecord) and writes:
 - `report_dir/dedup_report.json`: the DedupReport (counts, largest clusters, threshold curve);
 - `report_dir/dedup_thresholds.png`: compression ratio against threshold, to pick one;
 - `report_dir/embeddings.npy` (float32, one row per record) and `report_dir/embeddings.json`
-  (the embedder and the record ids, in row order): a rerun embeds only ids not in them, so
-  trying another threshold costs seconds, not a re-embedding.
+  (the embedder, the person whose name was taken out, and the record ids, in row order): a
+  rerun embeds only ids not in them, so trying another threshold costs seconds, not a
+  re-embedding.
 
-Two prompts are duplicates when the cosine distance of their normalised embeddings is at
-most `threshold`.
+Two prompts are duplicates when they share a `duplicate_group` (category and fact) and the
+cosine distance of their normalised embeddings, the person's name taken out, is at most
+`threshold`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ import numpy as np
 from pydantic import BaseModel, Field
 from rich.progress import Progress
 
-from minime.data.records import CATEGORIES, SOURCES, PromptRecord, read_records
+from minime.data.records import (
+    CATEGORIES,
+    SOURCES,
+    PromptRecord,
+    duplicate_group,
+    read_records,
+)
 from minime.errors import ConfigError
 from minime.fileio import atomic_open, write_text_atomic
+from minime.generation import without_name
 from minime.jsonl import write_jsonl
 from minime.neardup import encode, min_similarity
 
@@ -96,10 +105,12 @@ def dedup(
     *,
     embedder: str = "all-minilm-l6-v2",
     threshold: float = 0.15,
+    person: str | None = None,
 ) -> DedupReport:
     """Keep one prompt per cluster of near-duplicates; write `dst` and the report files.
 
-    Prompts of different categories are never duplicates of each other. A real prompt is
+    Prompts of different categories, or about different facts, are never duplicates of
+    each other (`duplicate_group`). A real prompt is
     kept over synthetic ones in its cluster; among equals, the most central one (the medoid
     of a cluster whose members are all within the threshold of each other).
 
@@ -109,6 +120,8 @@ def dedup(
     :param embedder: model spec of a sentence-transformers encoder.
     :param threshold: largest cosine distance (1 - cosine similarity) at which two prompts
         count as duplicates; 0 merges identical prompts only.
+    :param person: the person's name, taken out of every prompt before it is embedded
+        (`without_name`); None embeds the prompts as they are.
     :return: the report, also written to `report_dir/dedup_report.json`.
     :raises InputError: if `src` is missing, or a line is not a valid PromptRecord.
     :raises ConfigError: if `threshold` is outside [0, 1] or `embedder` is no sentence encoder.
@@ -120,14 +133,12 @@ def dedup(
             "0.15 is typical)"
         )
     raw, records = read_records(src)
-    embeddings, embedded = _embeddings(records, report_dir, embedder)
+    embeddings, embedded = _embeddings(records, report_dir, embedder, person)
     real = np.array([record.source == "real" for record in records], dtype=bool)
 
     neighbours = _find_neighbours(embeddings, max(threshold, *CURVE_THRESHOLDS), progress=True)
-    # Prompts of different categories get different answers, however alike they read:
-    # "What is her e-mail address?" (answered) and "What is her home address?" (declined)
-    # are the near-miss pairs that teach a student where the line is.
-    neighbours = _within_groups(neighbours, [record.category for record in records])
+    groups = [duplicate_group(record.category, record.fact) for record in records]
+    neighbours = _within_groups(neighbours, groups)
     labels = _cluster(neighbours, real, threshold)
     kept = labels == np.arange(len(records))
     write_jsonl(dst, (record for record, keep in zip(raw, kept, strict=True) if keep))
@@ -154,33 +165,41 @@ def dedup(
 
 
 def _embeddings(
-    records: list[PromptRecord], report_dir: Path, embedder: str
+    records: list[PromptRecord], report_dir: Path, embedder: str, person: str | None
 ) -> tuple[np.ndarray, int]:
-    """Normalised embeddings of every prompt, and how many had to be computed.
+    """Normalised embeddings of every prompt (`person` taken out), and how many had to be
+    computed.
 
-    Rows cached in `report_dir` by the same embedder are reused by record id (an id is a
-    hash of source and text, so the same id means the same prompt).
+    Rows cached in `report_dir` by the same embedder for the same person are reused by
+    record id (an id is a hash of source and text, so the same id means the same prompt).
     """
     ids = [r.id for r in records]
-    cache = _load_cache(report_dir, embedder)
+    cache = _load_cache(report_dir, embedder, person)
     cached = dict(zip(*cache, strict=True)) if cache else {}
     missing = sorted({r.prompt for r in records if r.id not in cached})
-    fresh = dict(zip(missing, encode(missing, embedder), strict=True)) if missing else {}
+    embedded = [without_name(text, person) for text in missing] if person else missing
+    fresh = dict(zip(missing, encode(embedded, embedder), strict=True)) if missing else {}
     rows = [cached[r.id] if r.id in cached else fresh[r.prompt] for r in records]
     embeddings = np.stack(rows).astype(np.float32) if rows else np.empty((0, 0), np.float32)
     if cache is None or ids != cache[0]:
-        _save_cache(report_dir, embedder, ids, embeddings)
+        _save_cache(report_dir, embedder, person, ids, embeddings)
     return embeddings, sum(r.id not in cached for r in records)
 
 
-def _load_cache(report_dir: Path, embedder: str) -> tuple[list[str], np.ndarray] | None:
-    """The cached ids and embedding rows; None if missing, unreadable or by another embedder."""
+def _load_cache(
+    report_dir: Path, embedder: str, person: str | None
+) -> tuple[list[str], np.ndarray] | None:
+    """The cached ids and embedding rows; None if missing, unreadable, or embedded by
+    another embedder or for another person."""
     try:
         meta = json.loads((report_dir / EMBEDDINGS_META_FILE).read_text(encoding="utf-8"))
         array = np.load(report_dir / EMBEDDINGS_FILE, allow_pickle=False)
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or meta.get("embedder") != embedder:
+    if not isinstance(meta, dict) or (meta.get("embedder"), meta.get("person")) != (
+        embedder,
+        person,
+    ):
         return None
     ids = meta.get("ids")
     if not isinstance(ids, list) or array.ndim != 2 or len(ids) != len(array):
@@ -188,7 +207,9 @@ def _load_cache(report_dir: Path, embedder: str) -> tuple[list[str], np.ndarray]
     return ids, array
 
 
-def _save_cache(report_dir: Path, embedder: str, ids: list[str], embeddings: np.ndarray) -> None:
+def _save_cache(
+    report_dir: Path, embedder: str, person: str | None, ids: list[str], embeddings: np.ndarray
+) -> None:
     """Write embeddings.npy, then embeddings.json naming its rows.
 
     The .json goes first and last: removed before the array is replaced and written after,
@@ -198,7 +219,8 @@ def _save_cache(report_dir: Path, embedder: str, ids: list[str], embeddings: np.
     with atomic_open(report_dir / EMBEDDINGS_FILE, "wb") as handle:
         np.save(handle, embeddings, allow_pickle=False)
     write_text_atomic(
-        report_dir / EMBEDDINGS_META_FILE, json.dumps({"embedder": embedder, "ids": ids}) + "\n"
+        report_dir / EMBEDDINGS_META_FILE,
+        json.dumps({"embedder": embedder, "person": person, "ids": ids}) + "\n",
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from minime.data.records import PromptRecord
-from minime.generation import name_pattern
+from minime.generation import without_name
 from minime.neardup import encode
 
 #: Cosine similarity a question needs to its own fact, when that fact is the nearest.
@@ -45,8 +45,8 @@ def match_facts(
     checked = [r for r in records if _checkable(r, index)]
     if not checked or len(facts) < 2:
         return records, FactMatchReport()
-    without_name = _name_remover(name)
-    vectors = encode([without_name(t) for t in facts + [r.prompt for r in checked]], embedder)
+    texts = [without_name(t, name) for t in facts + [r.prompt for r in checked]]
+    vectors = encode(texts, embedder)
     similarity = vectors[len(facts) :] @ vectors[: len(facts)].T
     decided: dict[str, PromptRecord | None] = {}
     report = FactMatchReport(checked=len(checked))
@@ -67,10 +67,3 @@ def match_facts(
 
 def _checkable(record: PromptRecord, index: dict[str, int]) -> bool:
     return record.category == "question" and record.fact in index and not record.language
-
-
-def _name_remover(name: str):
-    pattern = name_pattern(name)
-    if pattern is None:
-        return str.strip
-    return lambda text: " ".join(pattern.sub(" ", text).split())

@@ -49,6 +49,17 @@ class PromptRecord(BaseModel):
         return cls(id=record_id(source, prompt), prompt=prompt, source=source, **fields)
 
 
+def duplicate_group(category: str, fact: str | None) -> str:
+    """What two prompts must share to count as near duplicates, however alike they read.
+
+    Their category: "What is her e-mail address?" (answered) and "What is her home
+    address?" (declined) are the near-miss pairs that teach a student where the line is.
+    And the profile fact they ask about: "When did he open the bakery?" and "When did he
+    open the workshop?" have different answers.
+    """
+    return f"{category}\0{fact or ''}"
+
+
 def record_id(source: str, prompt: str) -> str:
     """A short stable id: the same prompt from the same source always gets the same id."""
     return hashlib.sha1(f"{source}\0{prompt}".encode()).hexdigest()[:16]
