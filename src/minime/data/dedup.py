@@ -110,9 +110,9 @@ def dedup(
     """Keep one prompt per cluster of near-duplicates; write `dst` and the report files.
 
     Prompts of different categories, or about different facts, are never duplicates of
-    each other (`duplicate_group`). A real prompt is
-    kept over synthetic ones in its cluster; among equals, the most central one (the medoid
-    of a cluster whose members are all within the threshold of each other).
+    each other (`duplicate_group`). A real prompt is kept over synthetic ones in its
+    cluster; among equals, the most central one (the medoid of a cluster whose members are
+    all within the threshold of each other).
 
     :param src: JSONL of PromptRecord dicts.
     :param dst: where the kept records go, unchanged and in input order.
