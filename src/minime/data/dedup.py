@@ -196,10 +196,9 @@ def _load_cache(
         array = np.load(report_dir / EMBEDDINGS_FILE, allow_pickle=False)
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or (meta.get("embedder"), meta.get("person")) != (
-        embedder,
-        person,
-    ):
+    if not isinstance(meta, dict):
+        return None
+    if meta.get("embedder") != embedder or meta.get("person") != person:
         return None
     ids = meta.get("ids")
     if not isinstance(ids, list) or array.ndim != 2 or len(ids) != len(array):
