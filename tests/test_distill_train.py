@@ -500,6 +500,32 @@ def test_a_tied_score_ranks_the_lower_validation_loss_first():
     assert ranking(0.01, 0.0) > ranking(0.0, 0.0) > ranking(0.0, float("inf"))
 
 
+def test_the_last_checkpoint_is_kept_unless_the_best_leads_by_a_standard_error():
+    keeps_last = trainer_module.keeps_last
+    # 43 probe questions: one question of lead is noise, seven (0.16 > 0.075) is not.
+    assert keeps_last(26 / 43, 25 / 43, 43)
+    assert not keeps_last(26 / 43, 19 / 43, 43)
+    assert keeps_last(0.5, 0.5, 43) and keeps_last(1.0, 1.0, 4)
+    assert not keeps_last(1.0, 0.75, 4)  # a perfect score's error is zero
+
+
+def test_distill_keeps_the_best_checkpoint_on_a_clear_lead(tmp_path, tiny_student, monkeypatch):
+    root = make_project(tmp_path, tiny_student, "  eval_per_epoch: 2\n")
+    config = (root / "minime.yaml").read_text().replace("patience: 10", "patience: 3")
+    (root / "minime.yaml").write_text(config)
+    ranks = iter(range(0, -100, -1))  # every evaluation ranks below the first
+    monkeypatch.setattr(trainer_module, "ranking", lambda score, loss: next(ranks))
+    monkeypatch.setattr(trainer_module, "keeps_last", lambda best, last, size: False)
+    report = distill(Project.open(root))
+    evaluated = [h["step"] for h in report.history if "eval_score" in h]
+    assert report.kept_step == evaluated[0] < report.steps
+
+    monkeypatch.setattr(trainer_module, "keeps_last", lambda best, last, size: True)
+    ranks = iter(range(0, -100, -1))
+    report = distill(Project.open(root))
+    assert report.kept_step == report.steps
+
+
 def test_time_budget_never_outgrows_the_epoch_limit(monkeypatch):
     clock = {"now": 0.0}
     monkeypatch.setattr(trainer_module.time, "monotonic", lambda: clock["now"])
@@ -556,7 +582,8 @@ def test_training_arguments_map_the_distill_settings(tmp_path):
     assert args.learning_rate == 0.01 and args.lr_scheduler_type == "cosine"
     assert args.eval_steps == args.save_steps == max(1, 4 // config.eval_per_epoch)
     assert args.metric_for_best_model == "ranking" and args.greater_is_better
-    assert args.load_best_model_at_end and args.eval_strategy == "steps"
+    # Ranked by the probe's score, the kept checkpoint is chosen after training (keeps_last).
+    assert not args.load_best_model_at_end and args.eval_strategy == "steps"
     plain = train_module.training_arguments(
         config, tmp_path / "checkpoints", train_examples=12, validates=False, by_score=False
     )

@@ -162,8 +162,8 @@ class DistillConfig(_Section):
         ge=1,
         description="Evaluations without a better validation score (fact questions answered "
         "and must-decline prompts declined; validation loss when there are none) before "
-        "stopping; the checkpoint with the best score is kept, a tie going to the lower "
-        "validation loss.",
+        "stopping. The last checkpoint is kept unless the best-scoring one leads it by more "
+        "than one standard error of its score.",
     )
     eval_per_epoch: int = Field(1, ge=1, le=20, description="Evaluations per epoch.")
     fact_rows: int = Field(

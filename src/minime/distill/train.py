@@ -80,7 +80,7 @@ class DistillReport(BaseModel):
     final_train_loss: float | None
     best_val_loss: float | None
     best_fact_recall: float | None
-    best_step: int | None
+    kept_step: int | None
     fact_recall_train: float | None
     fact_recall_val: float | None
     persona_fact_accuracy: float | None
@@ -171,7 +171,7 @@ class TrainingFigures:
     trainable_parameters: int
     steps: int
     epochs: float
-    best_step: int | None
+    kept_step: int | None
 
 
 def _load(project: Project, config: DistillConfig, train_rows: list[dict]) -> _Student:
@@ -246,8 +246,10 @@ def training_arguments(
 ) -> TrainingArguments:
     """The `TrainingArguments` of a run: `DistillConfig` mapped onto transformers' settings.
 
-    :param validates: there is a validation set (evaluate, keep the best checkpoint).
-    :param by_score: keep the checkpoint with the best recall score, not the lowest loss.
+    :param validates: there is a validation set (evaluate, track the best checkpoint).
+    :param by_score: rank checkpoints by the probe's score, not by the lowest loss; the
+        kept one is then chosen after training (`keeps_last`), otherwise Trainer loads the
+        best at the end.
     """
     # transformers (and minime.distill.trainer, built on it) are imported when training
     # starts: they take seconds to load.
@@ -273,7 +275,7 @@ def training_arguments(
         save_strategy="steps",
         save_steps=eval_steps,
         save_total_limit=2,
-        load_best_model_at_end=validates,
+        load_best_model_at_end=validates and not by_score,
         # Validation loss on a noisy teacher's text is no proxy for knowing the facts: keep
         # the checkpoint that best answers the held-out phrasings and declines what it must.
         metric_for_best_model="ranking" if by_score else "loss",
@@ -355,6 +357,13 @@ def _train(
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(start_from) if start_from else None)
     seconds = time.monotonic() - started
+    kept_step = trainer.state.global_step
+    if probe and not _keeps_last(trainer.state, len(probe)):
+        # Trainer's own end-of-training load, on the best checkpoint it kept (save_total_limit
+        # keeps the best and the newest): the same path load_best_model_at_end takes,
+        # LoRA and multi-GPU included.
+        trainer._load_best_model()
+        kept_step = _best_step(trainer.state)
     if not trainer.is_world_process_zero():
         return None
     figures = TrainingFigures(
@@ -364,9 +373,20 @@ def _train(
         trainable_parameters=trainable,
         steps=trainer.state.global_step,
         epochs=trainer.state.epoch or 0.0,
-        best_step=_best_step(trainer.state),
+        kept_step=kept_step if probe else _best_step(trainer.state),
     )
     return trainer.model, figures
+
+
+def _keeps_last(state, probe_size: int) -> bool:
+    """Whether the last evaluation's checkpoint is kept over the best-ranked one."""
+    from minime.distill.trainer import keeps_last
+
+    scores = {h["step"]: h["eval_score"] for h in state.log_history if "eval_score" in h}
+    best = _best_step(state)
+    if best is None or best not in scores:
+        return True
+    return keeps_last(scores[best], scores[max(scores)], probe_size)
 
 
 def _mode(method: str, same_vocab: bool) -> str:
@@ -563,7 +583,7 @@ def _evaluate_and_report(
         final_train_loss=train_losses[-1] if train_losses else None,
         best_val_loss=min((h["eval_loss"] for h in evals), default=None),
         best_fact_recall=max((h.get("eval_fact_recall", 0) for h in evals), default=None),
-        best_step=figures.best_step,
+        kept_step=figures.kept_step,
         fact_recall_train=_share([v for f in per_fact.values() for v in f["train"]]),
         fact_recall_val=_share([v for f in per_fact.values() for v in f["val"]]),
         persona_fact_accuracy=persona,
@@ -653,7 +673,7 @@ def _markdown(report: DistillReport) -> str:
         f"| rows | {report.train_rows} train (+{report.repeated_fact_rows} repeats of "
         f"facts' rows, +{report.chained_rows} chained), {report.val_rows} validation, "
         f"{report.skipped_too_long} too long |",
-        f"| steps | {report.steps} ({report.epochs} epochs), best at {report.best_step} |",
+        f"| steps | {report.steps} ({report.epochs} epochs), kept step {report.kept_step} |",
         f"| time | {report.seconds:.0f} s, {report.tokens_per_second:.0f} tokens/s |",
         f"| final train loss | {report.final_train_loss} |",
         f"| best validation loss | {report.best_val_loss} |",

@@ -228,6 +228,17 @@ def ranking(score: float, loss: float) -> float:
     return round(score - min(loss, 100.0) / 10_000, 6)
 
 
+def keeps_last(best_score: float, last_score: float, probe_size: int) -> bool:
+    """The one-standard-error rule, with "trained longest" in place of "simplest": the last
+    evaluation's checkpoint is kept unless the best-ranked one leads it by more than one
+    standard error of the best's score on `probe_size` probe questions. A lead of one probe
+    question is noise: on the example persona it kept epoch 2 of 3 (validation facts 7 of
+    20 against 6), which reproduced 67% of its training facts where the last step, kept by
+    a second seed, reproduced 94% and answered 28 of the 40 evaluation facts against 17."""
+    error = math.sqrt(best_score * (1 - best_score) / max(probe_size, 1))
+    return best_score - last_score <= error
+
+
 class TimeBudget(TrainerCallback):
     """Fits training into `minutes` of wall-clock time. Once the pace is known it shortens
     the learning-rate schedule to the steps that fit (so the rate still decays to zero), and
