@@ -217,9 +217,10 @@ def test_real_stages_run_once_then_are_up_to_date(tmp_path):
         "name: Mara Lindqvist\n"
         "models: {chat: smollm2-135m-instruct, student: smollm2-135m-instruct}\n"
         "chat: {n_threads: 1}\n"
-        "distill: {max_epochs: 1, threads: 2}\n"
-        # Q8_0 only, to keep the test short; a one-epoch student of 16 rows still loops on
-        # some sampled answers, which export's checks tolerate up to a share of the prompts.
+        # Three epochs (6 steps): after one, the student ends its turn with only 0.58
+        # probability and its sampled answers loop often enough to fail export's check;
+        # after three, 0.96. Q8_0 only, to keep the test short.
+        "distill: {max_epochs: 3, threads: 2}\n"
         "export: {quantizations: [q8_0]}\n"
         "eval: {generated_facts: 0, generated_per_category: 0, max_tokens: 32}\n"
     )
