@@ -39,6 +39,7 @@ data:
   languages: [sv]
   answer_max_tokens: 64
   min_questions_per_fact: 2
+  rephrase_to: 3
 """
 
 
@@ -59,6 +60,7 @@ def test_minime_data_end_to_end(tmp_path):
         "deduped",
         "responses",
         "covered",
+        "rephrased",
         "train",
         "val",
     ):
@@ -69,20 +71,33 @@ def test_minime_data_end_to_end(tmp_path):
     assert set(CATEGORIES) - {"multilingual"} <= {p["category"] for p in prompts}
     assert len(load_jsonl(out / "deduped.jsonl")) <= len(prompts)
     rows = load_jsonl(out / "train.jsonl") + load_jsonl(out / "val.jsonl")
-    single = [row for row in rows if len(row["messages"]) == 2]
+    single = [row for row in rows if len(row["messages"]) == 2 and "rephrase_of" not in row]
     assert single and len(single) == len(load_jsonl(out / "covered.jsonl"))
+    # A rewording has its source's answer, and its source is trained on too.
+    by_id = {row["id"]: row for row in single}
+    for row in (r for r in rows if "rephrase_of" in r):
+        source = by_id[row["rephrase_of"]]
+        assert row["messages"][1] == source["messages"][1] and row["fact"] == source["fact"]
+        assert row["teacher_logprobs"] is None
     for row in rows:
         # Follow-ups: another row's question and answer, then the row's own.
         assert [m["role"] for m in row["messages"]] in (
             ["user", "assistant"],
             ["user", "assistant", "user", "assistant"],
         )
-        if row["teacher"] != "policy":
+        if row["teacher"] != "policy" and "rephrase_of" not in row:
             logprobs = row["teacher_logprobs"]
             assert len(logprobs["ids"]) == len(logprobs["top_ids"]) > 0
             assert len(logprobs["top_ids"][0]) == 20
     report = (out / "report.md").read_text()
-    for section in ("## collect", "## dedup", "## respond", "## split", "## Fact coverage"):
+    for section in (
+        "## collect",
+        "## dedup",
+        "## respond",
+        "## rephrase",
+        "## split",
+        "## Fact coverage",
+    ):
         assert section in report
     assert (out / "dedup_thresholds.png").exists() and (out / "coverage.png").exists()
     # A second run finds every step done and changes nothing.

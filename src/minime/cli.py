@@ -397,14 +397,15 @@ _DATA_STEP_ROLES = {
     "dedup": ("embedder",),
     "respond": ("teacher",),
     "cover": ("generators", "teacher", "embedder"),
+    "rephrase": ("generators", "embedder"),
 }
 
 
 @app.command(
     short_help="Build the training set: [STEP] DIR.",
     help="Build the training set: [STEP] DIR, STEP one of collect, augment, edge, dedup, "
-    "respond, cover, split; without STEP every step runs in order. Steps resume where they "
-    "stopped.",
+    "respond, cover, rephrase, split; without STEP every step runs in order. Steps resume "
+    "where they stopped.",
 )
 @_user_errors
 def data(

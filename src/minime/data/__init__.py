@@ -1,7 +1,7 @@
 """`minime data`: turn a persona project into the training set the student is distilled from.
 
 Steps, each a function from files to files under `out/data/`, resumable, run in order:
-collect -> augment -> edge -> dedup -> respond -> cover -> split, then `report.md`.
+collect -> augment -> edge -> dedup -> respond -> cover -> rephrase -> split, then `report.md`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from minime import layout
 from minime.backends import LazyBackend
 from minime.config import DataConfig, ModelsConfig
-from minime.data import augment, collect, cover, dedup, edge, respond, split
+from minime.data import augment, collect, cover, dedup, edge, rephrase, respond, split
 from minime.data.report import write_report
 from minime.errors import InputError
 from minime.fileio import write_text_atomic
@@ -31,6 +31,7 @@ FILES = {
     "dedup": "deduped.jsonl",
     "respond": "responses.jsonl",
     "cover": "covered.jsonl",
+    "rephrase": "rephrased.jsonl",
     "train": layout.TRAIN,
     "val": layout.VAL,
 }
@@ -132,10 +133,21 @@ def _cover(run: _Run) -> BaseModel:
     )
 
 
+def _rephrase(run: _Run) -> BaseModel:
+    return rephrase.rephrase(
+        run.project,
+        run.path["cover"],
+        run.path["rephrase"],
+        run.generators(),
+        run.specs.embedder,
+        run.config,
+    )
+
+
 def _split(run: _Run) -> BaseModel:
     config = run.config
     return split.split(
-        run.path["cover"],
+        run.path["rephrase"],
         run.path["train"],
         run.path["val"],
         config.val_fraction,
@@ -161,7 +173,8 @@ DATA_STEPS: tuple[Step, ...] = (
     Step("dedup", ("collect", "augment", "edge"), _dedup),
     Step("respond", ("dedup",), _respond),
     Step("cover", ("respond",), _cover),
-    Step("split", ("cover",), _split),
+    Step("rephrase", ("cover",), _rephrase),
+    Step("split", ("rephrase",), _split),
 )
 STEPS = tuple(step.name for step in DATA_STEPS)
 _BY_NAME = {step.name: step for step in DATA_STEPS}

@@ -80,7 +80,7 @@ def cover(
     facts = profile_facts(project.profile)
     target = config.min_questions_per_fact
     system = fact_question_system(project)
-    kept = _Kept(rows, project.name, embedder)
+    kept = KeptQuestions(rows, project.name, embedder)
     short_before = len(_short(facts, rows, target))
     asked = near = answered = 0
     workers = worker_count(config.concurrency, generators)
@@ -143,7 +143,7 @@ def _short(facts, rows: list[dict], target: int):
     return [(f, counts[f.text]) for f in facts if counts[f.text] < target]
 
 
-class _Kept:
+class KeptQuestions:
     """The questions kept so far, embedded by dedup's rule, by `duplicate_group`."""
 
     def __init__(self, rows: list[dict], person: str, embedder: str):

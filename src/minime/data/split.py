@@ -1,8 +1,12 @@
-"""Step 7 of `minime data`: a train/validation split, stratified by category, and follow-ups.
+"""Step 8 of `minime data`: a train/validation split, stratified by category, and follow-ups.
 
 The widget sends the visitor's earlier turns with each question, so some training rows are
 also written as the second question of a short conversation: another row's question and
 answer first, then theirs. The answer stays the one checked for the question alone.
+
+A rephrasing (a row with `rephrase_of`) goes where its source goes, so that no
+validation question is trained on in other words; rephrasings of validation rows are left
+out.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ class SplitReport(BaseModel):
 
     train: int
     val: int
+    rephrasings: int
     followups: int
     per_category: dict[str, dict[str, int]]
 
@@ -35,8 +40,12 @@ def split(
     :param followups: share of training rows added again as a conversation's second turn.
     """
     by_category: dict[str, list[dict]] = defaultdict(list)
+    rephrasings: dict[str, list[dict]] = defaultdict(list)
     for row in load_jsonl(src):
-        by_category[row["category"]].append(row)
+        if row.get("rephrase_of"):
+            rephrasings[row["rephrase_of"]].append(row)
+        else:
+            by_category[row["category"]].append(row)
     rng = random.Random(seed)
     train_rows, val_rows, counts = [], [], {}
     for category in sorted(by_category):
@@ -48,12 +57,14 @@ def split(
         val_rows += rows[:n_val]
         train_rows += rows[n_val:]
         counts[category] = {"train": len(rows) - n_val, "val": n_val}
+    rephrased = [r for row in train_rows for r in rephrasings.get(row["id"], [])]
     extra = _followups(train_rows, followups, rng)
-    write_jsonl(train, train_rows + extra)
+    write_jsonl(train, train_rows + rephrased + extra)
     write_jsonl(val, val_rows)
     return SplitReport(
-        train=len(train_rows) + len(extra),
+        train=len(train_rows) + len(rephrased) + len(extra),
         val=len(val_rows),
+        rephrasings=len(rephrased),
         followups=len(extra),
         per_category=counts,
     )
