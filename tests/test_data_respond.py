@@ -373,6 +373,20 @@ def test_questions_their_fact_does_not_answer_are_left_out_or_made_near_misses(
     assert near_miss["messages"][1]["content"] == decline
     assert report.not_answered_by_fact == 2 and report.near_misses == 1
     assert report.answered_by_statement == 1
+
+
+def test_near_misses_are_few_per_fact(example_project, tmp_path):
+    from minime.data.respond import NEAR_MISSES_PER_FACT
+
+    cat = "I have a cat called Pixel."
+    asked = [f"What is Mara's cat's favourite {thing}?" for thing in ("toy", "food", "game")]
+    prompts = [PromptRecord.create(question, "profile", fact=cat) for question in asked]
+    src, dst = tmp_path / "deduped.jsonl", tmp_path / "responses.jsonl"
+    write_jsonl(src, (p.model_dump() for p in prompts))
+    teacher = VerdictTeacher(set(asked), "Mara has a cat called Pixel.")
+    report = respond(example_project, src, dst, teacher, DataConfig(judge=False))
+    assert report.not_answered_by_fact == 3
+    assert report.near_misses == len(load_jsonl(dst)) == NEAR_MISSES_PER_FACT == 2
     # The verdicts are kept: a rerun asks nothing again.
     asked = len(teacher.asked)
     respond(example_project, src, dst, teacher, DataConfig(judge=False))

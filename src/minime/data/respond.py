@@ -117,6 +117,10 @@ PROFILE_ANSWERS_QUESTION = (
 #: does not answer, a bar of 0.7 kept 37 as near misses, of which 3 read as answerable by
 #: hand; at 0.5 it kept 13.
 NEAR_MISS_MIN_YES = 0.7
+#: Near misses kept per fact in one call: the generator asks many things a fact does not say
+#: about the same topic (9 about the example persona's cat), and as many "I don't know"s
+#: taught the student to decline "What is her cat called?" too.
+NEAR_MISSES_PER_FACT = 2
 #: The two Yes/No checks: the task kind (in each task's id), the work file that keeps their
 #: answers (`<stem>.<name>.jsonl`) and the progress label.
 _FACT_CHECK = ("answers", "answerable", "checking fact questions")
@@ -314,7 +318,8 @@ def _near_misses(
     concurrency: int,
 ) -> list[PromptRecord]:
     """The English questions of `records` that the whole profile does not answer either
-    (`PROFILE_ANSWERS_QUESTION`), as unanswerable prompts about no fact."""
+    (`PROFILE_ANSWERS_QUESTION`), as unanswerable prompts about no fact, at most
+    `NEAR_MISSES_PER_FACT` of each fact's."""
     records = [r for r in records if is_english(r.language)]
     profile = project.profile.strip()
     questions = {
@@ -322,11 +327,13 @@ def _near_misses(
         for r in records
     }
     answers = _ask_yes_no(teacher, questions, NEAR_MISS_MIN_YES, _PROFILE_CHECK, dst, concurrency)
-    return [
-        r.model_copy(update={"category": "unanswerable", "fact": None})
-        for r in records
-        if not answers[r.id]
-    ]
+    kept = Counter()
+    near_misses = []
+    for record in records:
+        if not answers[record.id] and kept[record.fact] < NEAR_MISSES_PER_FACT:
+            kept[record.fact] += 1
+            near_misses.append(record.model_copy(update={"category": "unanswerable", "fact": None}))
+    return near_misses
 
 
 def _ask_yes_no(
