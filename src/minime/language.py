@@ -107,6 +107,18 @@ def _is_name_word(word: str) -> bool:
     return len(word) > 1 and lower not in _CALENDAR and lower.removesuffix("s") not in _CALENDAR
 
 
+def candidate_languages(configured: list[str]) -> set[str]:
+    """The languages a generated question may be identified as: English, the configured
+    ones and every one minime names (so that a question in another is caught)."""
+    return {"en", *configured, *LANGUAGE_NAMES}
+
+
+def reads_as(text: str, language: str | None, candidates: set[str], names: frozenset[str]) -> bool:
+    """Whether `text` is in `language` (English when None) among `candidates`, or too short
+    to tell (`identify`)."""
+    return identify(text, candidates, names) in (None, language or "en")
+
+
 def identify(text: str, candidates: set[str], names: frozenset[str] = frozenset()) -> str | None:
     """The ISO 639-1 code of the language of `text` among `candidates`, or None when too
     little text is left once addresses and `names` are removed."""

@@ -31,7 +31,13 @@ from minime.generation import (
     usable_question,
 )
 from minime.jsonl import write_jsonl
-from minime.language import LANGUAGE_NAMES, identify, names_in, proper_names
+from minime.language import (
+    LANGUAGE_NAMES,
+    candidate_languages,
+    names_in,
+    proper_names,
+    reads_as,
+)
 from minime.project import Project
 from minime.tasks import run_tasks, task_key, work_file, worker_count
 
@@ -127,7 +133,7 @@ def augment(
         results += topped.values()
     by_id = {r.id: r for r in real}
     results = [_checked_chain(r, by_id) if r["category"] == "chained" else r for r in results]
-    languages, names = {"en", *config.languages, *LANGUAGE_NAMES}, names_in(project.profile)
+    languages, names = candidate_languages(config.languages), names_in(project.profile)
     records = [
         r
         for r in records_from_results(results)
@@ -136,7 +142,7 @@ def augment(
             if r.fact
             else usable_question(r.prompt)
         )
-        and identify(r.prompt, languages, names) in (None, r.language or "en")
+        and reads_as(r.prompt, r.language, languages, names)
     ]
     write_jsonl(dst, (r.model_dump() for r in records))
     return AugmentReport(

@@ -102,7 +102,8 @@ def cover(
         )
         candidates = records_from_results(list(results.values()))
         asked += len(candidates)
-        fresh = kept.add_distinct(candidates, config.dedup_threshold)
+        distinct = kept.add_distinct(candidates, config.dedup_threshold)
+        fresh = [r for r, new in zip(candidates, distinct, strict=True) if new]
         near += len(candidates) - len(fresh)
         if not fresh:
             continue
@@ -158,15 +159,16 @@ class KeptQuestions:
             return np.zeros((0, 0), np.float32)
         return encode([without_name(t, self.person) for t in texts], self.embedder)
 
-    def add_distinct(self, candidates: list[PromptRecord], threshold: float) -> list:
-        """The candidates that are no near duplicate (`neardup.is_near`) of a kept question
-        of their group or of each other; they count as kept from now on."""
-        chosen = []
+    def add_distinct(self, candidates: list[PromptRecord], threshold: float) -> list[bool]:
+        """For each candidate, whether it is no near duplicate (`neardup.is_near`) of a kept
+        question of its group or of an earlier candidate; those that are count as kept from
+        now on."""
+        distinct = []
         vectors = self._encode([r.prompt for r in candidates])
         for record, vector in zip(candidates, vectors, strict=True):
             group = self.by_group[duplicate_group(record.category, record.fact)]
             similarity = float((np.stack(group) @ vector).max()) if group else -1.0
-            if not is_near(similarity, threshold):
-                chosen.append(record)
+            distinct.append(not is_near(similarity, threshold))
+            if distinct[-1]:
                 group.append(vector)
-        return chosen
+        return distinct

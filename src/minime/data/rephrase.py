@@ -29,7 +29,14 @@ from minime.data.cover import KeptQuestions
 from minime.data.records import PromptRecord, record_id
 from minime.generation import ask_list, generator_system, usable_fact_question
 from minime.jsonl import load_jsonl, write_jsonl
-from minime.language import LANGUAGE_NAMES, identify, is_english, names_in, proper_names
+from minime.language import (
+    LANGUAGE_NAMES,
+    candidate_languages,
+    is_english,
+    names_in,
+    proper_names,
+    reads_as,
+)
 from minime.project import Project
 from minime.tasks import run_tasks, task_key, work_file, worker_count
 
@@ -77,8 +84,7 @@ def rephrase(
         tasks.append((key, job))
     workers = worker_count(config.concurrency, generators)
     results = run_tasks(work_file(dst, "tasks"), tasks, "rephrase", workers)
-    languages = {"en", *config.languages, *LANGUAGE_NAMES}
-    names = names_in(project.profile)
+    languages, names = candidate_languages(config.languages), names_in(project.profile)
     asked = rejected = 0
     candidates: list[tuple[dict, PromptRecord]] = []
     for (row, _), (key, _) in zip(plan, tasks, strict=True):
@@ -90,9 +96,12 @@ def rephrase(
     # Near duplicates of each other are dropped; a rephrasing close to its source is kept,
     # since a new wording of the same question is what it is for.
     kept = KeptQuestions([], project.name, embedder) if candidates else None
-    chosen = kept.add_distinct([r for _, r in candidates], config.dedup_threshold) if kept else []
-    fresh = {id(record) for record in chosen}
-    added = [_row(row, record.prompt) for row, record in candidates if id(record) in fresh]
+    distinct = kept.add_distinct([r for _, r in candidates], config.dedup_threshold) if kept else []
+    added = [
+        _row(row, record.prompt)
+        for (row, record), new in zip(candidates, distinct, strict=True)
+        if new
+    ]
     near = len(candidates) - len(added)
     write_jsonl(dst, rows + added)
     return RephraseReport(
@@ -162,7 +171,7 @@ def _keeps_question(
     return (
         usable_fact_question(candidate, project.name, language)
         and candidate.strip().lower() != source.strip().lower()
-        and identify(candidate, languages, names) in (None, language or "en")
+        and reads_as(candidate, language, languages, names)
         and all(
             name in source or name in project.profile
             for name in proper_names(candidate, person=project.name)
