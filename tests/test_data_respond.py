@@ -28,6 +28,9 @@ def record(prompt, category="question"):
         ("multilingual", "Wo wohnt Mara?", "Ich wohne in Göteborg.", "first_person"),
         ("multilingual", "¿Dónde vive Mara?", "Vivo en Gotemburgo.", "first_person"),
         ("question", "What runs Canopy?", "Our controllers run Canopy.", "first_person"),
+        # The profile's own line, copied: the person is not looking, not the assistant.
+        ("question", "Is Mara looking for a job?", "I am not looking right now.", "first_person"),
+        ("question", "Does Mara have pets?", "I have no pets.", "first_person"),
         (
             "question",
             "When did Mara join Verdant Loop?",
@@ -50,6 +53,18 @@ def test_check_rejects_planted_wrong_answers(example_project, category, prompt, 
     assert check_answer(example_project, record(prompt, category), answer, "stop") == reason
 
 
+def test_check_rejects_a_restatement_in_the_persons_voice(example_project):
+    """The fact quoted in a restatement's prompt does not make its "our" the visitor's."""
+    from minime.data.respond import RESTATE
+
+    fact = "Our climate controllers run in about 140 greenhouses."
+    prompt = RESTATE["en"].format(first="Mara", fact=fact)
+    statement = PromptRecord.create(prompt, "profile", fact=fact)
+    assert check_answer(example_project, statement, fact, "stop") == "first_person"
+    said = "Mara's climate controllers run in about 140 greenhouses."
+    assert check_answer(example_project, statement, said, "stop") == ""
+
+
 def test_check_rejects_a_cut_off_answer(example_project):
     reason = check_answer(example_project, record("Where does Mara work?"), "At Verdant", "length")
     assert reason == "cut_off"
@@ -65,6 +80,8 @@ def test_check_rejects_a_cut_off_answer(example_project):
         ),
         ("question", "How many stars does tinyshade have?", "About 1,200 stars on GitHub."),
         ("question", "Does Mara have a driving licence?", "I don't know: the profile doesn't say."),
+        ("question", "Does Mara own a car?", "I'm not sure: the profile doesn't say."),
+        ("question", "Does Mara own a boat?", "I have no information about that."),
         ("vague", "Tell me more.", "What would you like to know about Mara's work?"),
         # The visitor's "our" is theirs.
         ("question", "Would Mara speak at our meetup?", "Yes, Mara would speak at our meetup."),

@@ -101,10 +101,15 @@ _COMMON = {
 }
 
 
+#: What the assistant says of itself ("I'm not sure", "I have no information"), unlike the
+#: person's "I am not looking for a job" or "I have no pets".
+_ASSISTANT_UNSURE = r"(?:sure|able|allowed|aware|certain)"
+_ASSISTANT_LACKS = r"(?:information|details|data|record|access|way)"
 #: The person's own voice ("I live in ...", "my team"): the assistant speaks about them.
 _FIRST_PERSON = re.compile(
-    r"\b(?:my|mine|myself|me|(?-i:I)(?!'m (?:not|sorry|afraid)| (?:don'?t|do not|can'?t|cannot|"
-    r"can only|only|am not|am sorry|am afraid|have no))|ich|mich|mir|meine?[mnrs]?|"
+    rf"\b(?:my|mine|myself|me|(?-i:I)(?!'m (?:not {_ASSISTANT_UNSURE}|sorry|afraid)| (?:don'?t|"
+    rf"do not|can'?t|cannot|can only|only|am not {_ASSISTANT_UNSURE}|am sorry|am afraid|"
+    rf"have no {_ASSISTANT_LACKS}))|ich|mich|mir|meine?[mnrs]?|"
     r"je(?! ne)|j'(?:ai|habite|étais)|moi|mon|jag(?! vet inte)|mig|mitt|mina|yo|mis?|"
     # Spanish and Portuguese drop the pronoun: "Soy un ciclista", "Tenho dois gatos".
     r"soy|estoy|tengo|hablo|vivo|escribo|enseño|sou|estou|tenho|moro|falo)\b",

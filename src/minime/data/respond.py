@@ -476,7 +476,10 @@ def check_answer(
         return "cut_off"
     if TEMPLATE_TOKEN.search(text):
         return "template_tokens"
-    if speaks_as_person(text, record.prompt):
+    # A restatement's prompt quotes its fact in the person's own words ("Our controllers
+    # run in ..."): those are not the visitor's, so they excuse no "our" in the answer.
+    visitor = record.prompt.replace(record.fact, "") if record.fact else record.prompt
+    if speaks_as_person(text, visitor):
         return "first_person"
     if record.category == "vague" and "?" not in text:
         # Told to ask back, a 1.5B teacher answered vague messages instead ("Is that good?"
