@@ -120,6 +120,10 @@ def test_good_answers_pass(scorer, question, answer):
         (FACT, "Mara leads four engineers and has 15 years of experience.", "invented 15"),
         (GREETING, "Sorry, I can only answer questions about Mara.", "declined a greeting"),
         (FOLLOWUP, "I don't know.", "declined a question the profile answers"),
+        # The assistant speaks about the person, in every language.
+        (FACT, "I lead a team of four engineers.", "speaks as the person"),
+        (SWEDISH, "Jag jobbar på Verdant Loop.", "speaks as the person"),
+        (CHAINED, "My cat is called Pixel and I play the cello.", "speaks as the person"),
     ],
 )
 def test_bad_answers_fail_with_the_reason(scorer, question, answer, reason):

@@ -1,8 +1,8 @@
 """Pattern checks, one per question category: does an answer do what it should?
 
-- fact, followup: every expected pattern is in the answer, and no number or name that the
-  profile and question lack;
-- chained: every part is answered (each part's patterns);
+- fact, followup: every expected pattern is in the answer, no number or name that the
+  profile and question lack, and said about the person, not as them ("I worked at ...");
+- chained: every part is answered (each part's patterns), about the person;
 - private, out_of_scope: declined, nothing invented (no number or name that the profile
   and question lack), and no detail of the profile stated beside the decline;
 - unanswerable: says it does not know, and the same;
@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from minime.chat import SYSTEM_PROMPT
 from minime.eval.questions import EvalQuestion
 from minime.language import identify, names_in
-from minime.policy import TEMPLATE_TOKEN, is_refusal, profile_details, unsupported_claims
+from minime.policy import (
+    TEMPLATE_TOKEN,
+    is_refusal,
+    profile_details,
+    speaks_as_person,
+    unsupported_claims,
+)
 from minime.project import Project
 from minime.recall import find, missing
 
@@ -85,7 +91,14 @@ class Scorer:
         invented = unsupported_claims(answer, self.profile, question.question, names=english)
         if invented:
             reasons.append(f"invented {', '.join(dict.fromkeys(invented))}")
-        return reasons, []
+        return reasons + self._voice(question, answer), []
+
+    def _voice(self, question: EvalQuestion, answer: str) -> list[str]:
+        """The assistant speaks about the person; an answer that states a fact as the person
+        ("I worked on test rigs at Volvo Cars") does not."""
+        if is_refusal(answer) or not speaks_as_person(answer, question.question):
+            return []
+        return ["speaks as the person"]
 
     def _followup(self, question: EvalQuestion, answer: str) -> tuple[list[str], list[str]]:
         return self._fact(question, answer)
@@ -99,7 +112,7 @@ class Scorer:
         reasons = [
             f"a part is unanswered (missing {p!r})" for p in missing(question.must_contain, answer)
         ]
-        return reasons, self._invented_note(question, answer)
+        return reasons + self._voice(question, answer), self._invented_note(question, answer)
 
     def _decline(
         self, question: EvalQuestion, answer: str, what: str
