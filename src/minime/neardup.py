@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from minime.errors import ConfigError
+from minime.progress import is_terminal
 from minime.registry import resolve
 
 # float32 dot products of unit vectors are off by about 1e-7, so a pair that sits exactly
@@ -28,7 +29,8 @@ def is_near(similarity: float, threshold: float) -> bool:
 
 
 def encode(texts: list[str], embedder: str) -> np.ndarray:
-    """Embed `texts` with a local sentence-transformers model, normalised, with a progress bar."""
+    """Embed `texts` with a local sentence-transformers model, normalised, with a progress
+    bar on a terminal (piped, its redrawn bar would fill the log)."""
     model = resolve(embedder)
     if model.kind != "sentence-transformers":
         raise ConfigError(
@@ -41,6 +43,6 @@ def encode(texts: list[str], embedder: str) -> np.ndarray:
     # local_files_only: a folder that lacks a file must fail here, never start a download.
     encoder = SentenceTransformer(str(model.path), device="cpu", local_files_only=True)
     vectors = encoder.encode(
-        texts, batch_size=64, show_progress_bar=True, normalize_embeddings=True
+        texts, batch_size=64, show_progress_bar=is_terminal(), normalize_embeddings=True
     )
     return np.asarray(vectors, dtype=np.float32)

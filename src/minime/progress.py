@@ -27,7 +27,8 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _is_terminal() -> bool:
+def is_terminal() -> bool:
+    """Whether stderr is a terminal (bars), not a pipe or file (plain lines)."""
     from rich.console import Console
 
     return Console(stderr=True).is_terminal
@@ -46,7 +47,7 @@ def elapsed(seconds: float) -> str:
 def progress(description: str, total: int, completed: int = 0) -> Iterator[Callable[[], None]]:
     """Show progress through `total` items, `completed` of them done before; yields the
     function to call after each item."""
-    if _is_terminal():
+    if is_terminal():
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -108,7 +109,7 @@ def waiting(what: str) -> Iterator[None]:
     HEARTBEAT_SECONDS) when piped; then how long it took."""
     global _spinning
     start = time.monotonic()
-    if _is_terminal() and not _spinning:
+    if is_terminal() and not _spinning:
         from rich.console import Console
 
         _spinning = True
@@ -138,7 +139,7 @@ def waiting(what: str) -> Iterator[None]:
 def piped_heartbeat(what: str) -> Iterator[None]:
     """When piped, say `what` and then that it is still going every HEARTBEAT_SECONDS; on a
     terminal nothing (the stage shows its own bar, and rich allows one live display)."""
-    if _is_terminal():
+    if is_terminal():
         yield
         return
     with waiting(what):
