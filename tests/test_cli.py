@@ -3,6 +3,7 @@ faults as one line, model specs checked early with their minime.yaml line, progr
 piped, and the CLI's conventions."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -399,6 +400,14 @@ def test_models_keeps_the_names_whole_at_80_columns(monkeypatch):
     monkeypatch.setattr(minime.cli.console, "width", 80)
     output = run("models").output
     assert "qwen2.5-coder-1.5b-instruct" in output and "smollm2-135m-instruct" in output
+
+
+def test_piped_runs_turn_the_libraries_progress_bars_off(monkeypatch):
+    """Piped (as here), transformers' and the hub's bars would fill the log."""
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "")  # undone after the test
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    assert run("models").exit_code == 0
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
 
 
 # serve: one meaning of --model, and it says what it serves

@@ -85,6 +85,10 @@ def _main(
     ] = None,
 ) -> None:
     """Turn what a person writes about themselves into a tiny chat assistant."""
+    if not err_console.is_terminal:
+        # Piped, minime prints plain progress lines; the tqdm bars of transformers and the
+        # hub ("Loading weights", "Writing model shards") would only fill the log.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _user_errors(command: F) -> F:
