@@ -332,7 +332,6 @@ def test_editing_one_fact_restates_only_that_fact(tmp_path):
     assert again == ["What can you tell me about Mara?"]
     assert report.answered_by_statement == 1
 
-
 class VerdictTeacher(FakeTeacher):
     """Restates every fact; asked whether a fact (or the whole profile) answers a question,
     gives its Yes and No as log-probs of the first token: No for the questions in
@@ -390,6 +389,10 @@ def test_questions_their_fact_does_not_answer_are_left_out_or_made_near_misses(
     assert near_miss["messages"][1]["content"] == decline
     assert report.not_answered_by_fact == 2 and report.near_misses == 1
     assert report.answered_by_statement == 1
+    # The verdicts are kept: a rerun asks nothing again.
+    asked = len(teacher.asked)
+    respond(example_project, src, dst, teacher, DataConfig(judge=False))
+    assert len(teacher.asked) == asked
 
 
 def test_near_misses_are_few_per_fact(example_project, tmp_path):
@@ -404,10 +407,6 @@ def test_near_misses_are_few_per_fact(example_project, tmp_path):
     report = respond(example_project, src, dst, teacher, DataConfig(judge=False))
     assert report.not_answered_by_fact == 3
     assert report.near_misses == len(load_jsonl(dst)) == NEAR_MISSES_PER_FACT == 2
-    # The verdicts are kept: a rerun asks nothing again.
-    asked = len(teacher.asked)
-    respond(example_project, src, dst, teacher, DataConfig(judge=False))
-    assert len(teacher.asked) == asked
 
 
 @pytest.mark.parametrize(
