@@ -332,6 +332,7 @@ def test_editing_one_fact_restates_only_that_fact(tmp_path):
     assert again == ["What can you tell me about Mara?"]
     assert report.answered_by_statement == 1
 
+
 class VerdictTeacher(FakeTeacher):
     """Restates every fact; asked whether a fact (or the whole profile) answers a question,
     gives its Yes and No as log-probs of the first token: No for the questions in
