@@ -99,14 +99,15 @@ def test_cover_tops_up_short_facts_and_skips_duplicates(tmp_path, monkeypatch):
     report = cover(project, responses, dst, [writer], teacher, "fake", config)
 
     rows = load_jsonl(dst)
-    # No question twice about one fact; about different facts it may be (dedup's rule).
-    asked = [(r["messages"][0]["content"].lower(), r["fact"]) for r in rows]
+    # No question twice, whatever its fact: the writer offers "What does Ada build?" for
+    # the bees too, and the fact check after could tag it as the bridges one's copy.
+    asked = [r["messages"][0]["content"].lower() for r in rows]
     assert len(asked) == len(set(asked))
     per_fact = {fact: sum(r["fact"] == fact for r in rows) for fact in (BRIDGES, BEES)}
     assert per_fact[BRIDGES] >= 5 and per_fact[BEES] >= 5
     assert rows[:2] == existing
     assert report.short_before == 2 and report.short_after == {}
-    assert report.near_duplicates >= 1  # "What does Ada build?" again, about bridges
+    assert report.near_duplicates >= 2  # "What does Ada build?" again, for either fact
     assert report.rows == len(rows) == 2 + report.answered
     # Compared as dedup compares them: the person's name taken out.
     assert "What does build?" in embedded and not any("Ada" in text for text in embedded)

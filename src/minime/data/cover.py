@@ -151,6 +151,9 @@ class KeptQuestions:
         self.person, self.embedder = person, embedder
         self.by_group: dict[str, list[np.ndarray]] = defaultdict(list)
         texts = [row["messages"][0]["content"] for row in rows]
+        # Any fact's: a visitor's text has one answer, and the fact check after may retag a
+        # question to the fact an earlier copy has (the same row twice, even across splits).
+        self.texts = {_same_text(text) for text in texts}
         for row, vector in zip(rows, self._encode(texts), strict=True):
             self.by_group[duplicate_group(row["category"], row.get("fact"))].append(vector)
 
@@ -160,15 +163,22 @@ class KeptQuestions:
         return encode([without_name(t, self.person) for t in texts], self.embedder)
 
     def add_distinct(self, candidates: list[PromptRecord], threshold: float) -> list[bool]:
-        """For each candidate, whether it is no near duplicate (`neardup.is_near`) of a kept
-        question of its group or of an earlier candidate; those that are count as kept from
-        now on."""
+        """For each candidate, whether it is neither a kept question's text (of any group)
+        nor a near duplicate (`neardup.is_near`) of a kept question of its group or of an
+        earlier candidate; those that are count as kept from now on."""
         distinct = []
         vectors = self._encode([r.prompt for r in candidates])
         for record, vector in zip(candidates, vectors, strict=True):
             group = self.by_group[duplicate_group(record.category, record.fact)]
             similarity = float((np.stack(group) @ vector).max()) if group else -1.0
-            distinct.append(not is_near(similarity, threshold))
+            text = _same_text(record.prompt)
+            distinct.append(text not in self.texts and not is_near(similarity, threshold))
             if distinct[-1]:
                 group.append(vector)
+                self.texts.add(text)
         return distinct
+
+
+def _same_text(prompt: str) -> str:
+    """A prompt as two copies of it read alike: case and surrounding space aside."""
+    return " ".join(prompt.split()).casefold()
