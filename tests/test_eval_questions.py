@@ -201,7 +201,7 @@ def test_novelty_filter_keeps_only_new_questions():
     def ask(text):
         return EvalQuestion(question=text, category="fact", source="generated", origin="t")
 
-    novelty = NoveltyFilter(["Where does Ada live?"], "fake", 0.15, fake_encode)
+    novelty = NoveltyFilter(["Where does Ada live?"], "fake", 0.15, "Ada Example", fake_encode)
     assert novelty.add_persona([ask("What is Ada's job?"), ask("where does ada live?")]) == [
         "where does ada live?"
     ]
@@ -234,7 +234,7 @@ def test_novelty_filter_applies_the_dedup_boundary():
     cos = 0.85 - 5e-7  # distance 0.15 within float32 rounding: a duplicate for dedup
     pair = np.array([[1.0, 0.0], [cos, (1 - cos**2) ** 0.5]], dtype=np.float32)
     assert _cluster_embeddings(pair, np.zeros(2, bool), 0.15).tolist() == [0, 0]
-    vectors = dict(zip(["Where does Ada live?", "Where is Ada's home?"], pair, strict=True))
+    vectors = dict(zip(["Where does live?", "Where is home?"], pair, strict=True))
 
     def encode(texts, embedder):
         return np.array([vectors[t] for t in texts])
@@ -242,7 +242,24 @@ def test_novelty_filter_applies_the_dedup_boundary():
     question = EvalQuestion(
         question="Where is Ada's home?", category="fact", source="generated", origin="t"
     )
-    kept, _ = NoveltyFilter(["Where does Ada live?"], "fake", 0.15, encode).admit([question])
+    training = ["Where does Ada live?"]
+    kept, _ = NoveltyFilter(training, "fake", 0.15, "Ada", encode).admit([question])
     assert kept == []
-    kept, _ = NoveltyFilter(["Where does Ada live?"], "fake", 0.149, encode).admit([question])
+    kept, _ = NoveltyFilter(training, "fake", 0.149, "Ada", encode).admit([question])
     assert kept == [question]
+
+
+def test_novelty_filter_compares_questions_without_the_persons_name():
+    """Dedup trains on prompts with the name taken out; a question that differs from one
+    only in how it names the person is no new phrasing."""
+    from minime.eval.questions import EvalQuestion, NoveltyFilter
+
+    question = EvalQuestion(
+        question="Where does Ada live?", category="fact", source="generated", origin="t"
+    )
+    training = ["Where does Ada Example live?"]
+    kept, rejected = NoveltyFilter(training, "fake", 0.15, "Ada Example", fake_encode).admit(
+        [question]
+    )
+    assert kept == []
+    assert rejected[0].reason == "near the training prompt 'Where does Ada Example live?'"

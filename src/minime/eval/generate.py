@@ -108,7 +108,7 @@ def question_set(
     persona_near: list[str] = []
     if generator is not None or (persona and training):
         novelty = NoveltyFilter(
-            training, config.models.embedder, config.data.dedup_threshold, encode
+            training, config.models.embedder, config.data.dedup_threshold, project.name, encode
         )
         persona_near = novelty.add_persona(persona)
         if generator is not None:

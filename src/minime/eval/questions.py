@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from minime.errors import InputError
+from minime.generation import without_name
 from minime.jsonl import read_jsonl
 from minime.neardup import encode, is_near
 from minime.tasks import task_key
@@ -167,11 +168,15 @@ def _prompts_of(record: dict) -> Iterator[str]:
 
 class NoveltyFilter:
     """Admits questions that are new: not near duplicates (`minime.neardup`, at `threshold`)
-    of any training prompt or question admitted before."""
+    of any training prompt or question admitted before, compared as dedup compares the
+    training prompts: with the person's name taken out (`generation.without_name`)."""
 
-    def __init__(self, training: list[str], embedder: str, threshold: float, encode=None):
+    def __init__(
+        self, training: list[str], embedder: str, threshold: float, person: str, encode=None
+    ):
         self.training = training
         self.embedder = embedder
+        self.person = person
         self.threshold = threshold
         self._encode = encode
         self._trained: np.ndarray | None = None
@@ -182,10 +187,13 @@ class NoveltyFilter:
         if self._encode is None:
             self._encode = encode
         if self._trained is None:  # one encoder call for the training prompts and the first batch
-            vectors = self._encode(texts + self.training, self.embedder)
+            vectors = self._embed(texts + self.training)
             self._trained = vectors[len(texts) :]
             return vectors[: len(texts)]
-        return self._encode(texts, self.embedder) if texts else np.zeros((0, 0))
+        return self._embed(texts) if texts else np.zeros((0, 0))
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return self._encode([without_name(text, self.person) for text in texts], self.embedder)
 
     def add_persona(self, questions: list[EvalQuestion]) -> list[str]:
         """Keep every persona question; return those within the distance of a training
