@@ -89,20 +89,27 @@ def test_no_expected_pattern_matches_a_canned_decline(persona):
 @pytest.mark.integration
 def test_no_training_prompt_is_near_an_evaluation_question():
     """No prompt of the training bank lies within the dedup distance of a question of
-    either example's file or of the evaluation bank (the real sentence encoder)."""
+    either example's file or of the evaluation bank (the real sentence encoder), compared
+    as dedup and eval's novelty filter compare them: with the person's name taken out."""
     from minime.config import DataConfig
     from minime.data.dedup import encode
+    from minime.generation import without_name
+    from minime.neardup import min_similarity
 
     threshold = DataConfig().dedup_threshold
     training, tests = [], []
     for persona, name in PERSONAS.items():
-        training += [p.text for p in bank_prompts(name, "")]
-        tests += [p.text for p in bank_prompts(name, "", "eval.yaml", "CANARY-X")]
+        training += [(p.text, name) for p in bank_prompts(name, "")]
+        tests += [(p.text, name) for p in bank_prompts(name, "", "eval.yaml", "CANARY-X")]
         path = EXAMPLE.parent / persona / "questions.jsonl"
-        tests += [json.loads(line)["question"] for line in path.read_text().splitlines()]
-    similarity = encode(tests, "all-minilm-l6-v2") @ encode(training, "all-minilm-l6-v2").T
+        tests += [(json.loads(line)["question"], name) for line in path.read_text().splitlines()]
+
+    def embed(texts):
+        return encode([without_name(text, name) for text, name in texts], "all-minilm-l6-v2")
+
+    similarity = embed(tests) @ embed(training).T
     near = [
         (tests[i], training[j], round(float(similarity[i, j]), 3))
-        for i, j in zip(*(similarity > 1 - threshold).nonzero(), strict=True)
+        for i, j in zip(*(similarity >= min_similarity(threshold)).nonzero(), strict=True)
     ]
     assert not near
